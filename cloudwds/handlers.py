@@ -1,0 +1,48 @@
+"""Error policies shared by every stage (open, tar, decode, map).
+
+A handler receives the exception and returns ``True`` to skip the item and go on, or ``False``
+to end the stream quietly; re-raising propagates the error. Warnings go through :mod:`logging`
+and :mod:`warnings` and never sleep (webdataset's ``warn_and_continue`` sleeps 0.5 s per error).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+
+log = logging.getLogger("cloudwds")
+
+Handler = Callable[[BaseException], bool]
+
+
+def reraise_exception(exn: BaseException) -> bool:
+    """Default policy: the error stops the pipeline and reaches the caller."""
+    raise exn
+
+
+def warn_and_continue(exn: BaseException) -> bool:
+    """Log and warn, then skip the failing item."""
+    _warn(exn)
+    return True
+
+
+def ignore_and_continue(exn: BaseException) -> bool:
+    """Skip the failing item silently."""
+    return True
+
+
+def warn_and_stop(exn: BaseException) -> bool:
+    """Log and warn, then end the current stream without raising."""
+    _warn(exn)
+    return False
+
+
+def ignore_and_stop(exn: BaseException) -> bool:
+    """End the current stream silently."""
+    return False
+
+
+def _warn(exn: BaseException) -> None:
+    log.warning("%s: %s", type(exn).__name__, exn)
+    warnings.warn(f"{type(exn).__name__}: {exn}", RuntimeWarning, stacklevel=3)
