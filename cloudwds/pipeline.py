@@ -1,0 +1,290 @@
+"""``DataPipeline`` and the fluent ``WebDataset``: a source followed by stages, run per epoch.
+
+Every fluent method (``.map``, ``.shuffle``, ``.with_epoch``, ``.repeat``, ``.with_length``,
+``.compose``) returns a *new* pipeline and never changes the one it was called on (webdataset
+mutates ``self`` for some of them and shares stage objects between copies for others).
+
+Epochs: each ``iter()`` runs one epoch. The epoch number seeds every random choice (see
+:class:`~cloudwds.world.World`); it advances by one on each new iteration, and
+``set_epoch(n)`` makes the next iteration epoch ``n``. ``with_epoch(n)`` cuts each iteration
+at ``n`` samples *per process* (per DataLoader worker), repeating the source as needed, as in
+webdataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from . import stages as st
+from .handlers import Handler, reraise_exception
+from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
+from .sources import tarfile_to_samples
+from .stages import Stage, apply_stage
+from .storage import StorageConfig
+from .world import World, current_world, default_seed
+
+log = logging.getLogger("cloudwds")
+
+try:  # torch is optional: with it, pipelines are real IterableDatasets for the DataLoader
+    from torch.utils.data import IterableDataset as _IterableBase
+except ImportError:  # pragma: no cover - exercised only without torch
+
+    class _IterableBase:  # type: ignore[no-redef]
+        pass
+
+
+class FluidInterface:
+    """Fluent shorthands; each appends a stage to a copy of the pipeline."""
+
+    def compose(self, *stages: Callable[..., Any]) -> Any:
+        raise NotImplementedError
+
+    def shuffle(self, bufsize: int = 1000, initial: int = 100, **kw: Any) -> Any:
+        return self.compose(st.shuffle(bufsize, initial, **kw))
+
+    def map(self, f: Callable[[Any], Any], handler: Handler = reraise_exception) -> Any:
+        return self.compose(st.map(f, handler=handler))
+
+    def select(self, predicate: Callable[[Any], bool]) -> Any:
+        return self.compose(st.select(predicate))
+
+    def decode(self, *args: Any, **kw: Any) -> Any:
+        return self.compose(st.decode(*args, **kw))
+
+    def to_tuple(self, *args: str, **kw: Any) -> Any:
+        return self.compose(st.to_tuple(*args, **kw))
+
+    def map_tuple(self, *fs: Any, handler: Handler = reraise_exception) -> Any:
+        return self.compose(st.map_tuple(*fs, handler=handler))
+
+    def map_dict(self, handler: Handler = reraise_exception, **fs: Any) -> Any:
+        return self.compose(st.map_dict(handler=handler, **fs))
+
+    def rename(self, **kw: Any) -> Any:
+        return self.compose(st.rename(**kw))
+
+    def rename_keys(self, *args: Any, **kw: Any) -> Any:
+        return self.compose(st.rename_keys(*args, **kw))
+
+    def batched(
+        self,
+        batchsize: int,
+        collation_fn: Callable[[list[Any]], Any] | None = st.default_collation_fn,
+        partial: bool = True,
+    ) -> Any:
+        return self.compose(st.batched(batchsize, collation_fn=collation_fn, partial=partial))
+
+    def unbatched(self) -> Any:
+        return self.compose(st.unbatched())
+
+    def slice(self, *args: int | None) -> Any:
+        return self.compose(st.slice(*args))
+
+    def rsample(self, p: float = 0.5) -> Any:
+        return self.compose(st.rsample(p))
+
+
+class DataPipeline(_IterableBase, FluidInterface):
+    """A source followed by stages; ``DataPipeline(src, stage, stage, ...)`` as in webdataset.
+
+    The first element is the source: a shard list (``SimpleShardList``, ``ResampledShards``),
+    any iterable, or a zero-argument callable returning an iterator. The rest are stages:
+    :class:`~cloudwds.stages.Stage` objects or plain ``iterator -> iterator`` functions.
+    Lists are flattened, so pipelines can be assembled from pieces.
+    """
+
+    def __init__(self, *args: Any, seed: int | None = None):
+        super().__init__()
+        self.pipeline: list[Any] = []
+        for arg in args:
+            if isinstance(arg, list):
+                self.pipeline.extend(arg)
+            elif arg is not None:
+                self.pipeline.append(arg)
+        self.seed = default_seed(seed)
+        self.nsamples: int | None = None
+        self.repetitions: int | None = 1  # None = forever
+        self.length: int | None = None
+        self._next_epoch = 0
+
+    # -- running -------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (reshuffles shards and buffers)."""
+        self._next_epoch = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._next_epoch
+
+    def _source_iter(self, world: World) -> Iterator[Any]:
+        source = self.pipeline[0]
+        if isinstance(source, Stage):
+            return source.apply((), world)
+        if isinstance(source, Iterable):
+            return iter(source)
+        if callable(source):
+            return iter(source())
+        raise TypeError(f"pipeline source must be iterable or callable, got {source!r}")
+
+    def iterator1(self, world: World) -> Iterator[Any]:
+        """One pass: source, then each stage in turn."""
+        it = self._source_iter(world)
+        for stage in self.pipeline[1:]:
+            it = apply_stage(stage, it, world)
+        return it
+
+    def _cycles(self, world: World) -> Iterator[Any]:
+        cycles = itertools.count() if self.repetitions is None else range(self.repetitions)
+        for cycle in cycles:
+            w = World(**{**vars(world), "cycle": cycle})
+            empty = True
+            for sample in self.iterator1(w):
+                empty = False
+                yield sample
+            if empty and (self.repetitions is None or self.repetitions > 1):
+                return  # an empty pass would otherwise spin forever
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self._next_epoch
+        self._next_epoch += 1
+        world = current_world(epoch=epoch, seed=self.seed)
+        it = self._cycles(world)
+        if self.nsamples is not None:
+            it = itertools.islice(it, self.nsamples)
+        return it
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("this pipeline has no length; use .with_length(n) to declare one")
+        return self.length
+
+    # -- building (each returns a new pipeline) ------------------------------------------
+    def _copy(self) -> DataPipeline:
+        new = copy.copy(self)
+        new.pipeline = list(self.pipeline)
+        return new
+
+    def compose(self, *stages: Callable[..., Any]) -> DataPipeline:
+        """A new pipeline with ``stages`` appended (plain ``iterator -> iterator`` functions ok)."""
+        new = self._copy()
+        new.pipeline.extend(stages)
+        return new
+
+    def with_epoch(self, nsamples: int = -1, nbatches: int = -1) -> DataPipeline:
+        """Each iteration yields exactly ``nsamples`` items (per process), repeating the source.
+
+        ``nbatches`` is accepted as an alias (count items after batching). ``-1`` undoes it.
+        """
+        n = nsamples if nsamples >= 0 else nbatches
+        new = self._copy()
+        if n < 0:
+            new.nsamples, new.repetitions = None, 1
+        else:
+            new.nsamples, new.repetitions = n, None
+        return new
+
+    def repeat(self, nepochs: int | None = None, nbatches: int | None = None) -> DataPipeline:
+        """Repeat the pass ``nepochs`` times per iteration (``None``: forever)."""
+        new = self._copy()
+        new.repetitions = None if nepochs is None or nepochs < 0 else nepochs
+        if nbatches is not None and nbatches >= 0:
+            new.nsamples = nbatches
+        return new
+
+    def with_length(self, n: int) -> DataPipeline:
+        """Declare ``len()`` (what the DataLoader reports); it does not limit iteration."""
+        new = self._copy()
+        new.length = int(n)
+        return new
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(s) for s in self.pipeline)
+        return f"{type(self).__name__}(\n  {inner}\n)"
+
+
+class _ShuffleShards(Stage):
+    """Permute the shard list by ``(seed, epoch)`` — identical on every rank and worker."""
+
+    def apply(self, src, world):
+        items = list(src)
+        world.rng("shardshuffle", per_rank=False, per_worker=False).shuffle(items)
+        return iter(items)
+
+
+class _WarnIfEmpty(Stage):
+    """Log once when this rank/worker got no shards, instead of failing deep inside a worker."""
+
+    def apply(self, src, world):
+        empty = True
+        for item in src:
+            empty = False
+            yield item
+        if empty:
+            log.warning(
+                "rank %d/%d worker %d/%d received no shards (fewer shards than ranks x workers)",
+                world.rank,
+                world.world_size,
+                world.worker,
+                world.num_workers,
+            )
+
+
+class WebDataset(DataPipeline):
+    """The fluent dataset: ``WebDataset(urls).shuffle(1000).decode("rgb").to_tuple("png", "json")``.
+
+    Shards are split by rank (``RANK``/``WORLD_SIZE`` or ``torch.distributed``) and then by
+    DataLoader worker by default. ``shardshuffle=True`` (or any number) permutes the shard list
+    each epoch with the same permutation on every rank; ``resampled=True`` draws shards at
+    random forever (combine with ``.with_epoch(n)``). Storage arguments (``storage_options``,
+    ``cache_dir``, ``cache_size``, ``prefetch``, ``rewrites``) are resolved once here, explicit
+    values winning over ``WDS_*`` environment variables.
+    """
+
+    def __init__(
+        self,
+        urls: str | Iterable[str],
+        handler: Handler = reraise_exception,
+        resampled: bool = False,
+        repeat: bool = False,
+        shardshuffle: bool | int | None = None,
+        cache_size: int | str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        nodesplitter: Callable[..., Any] | None = split_by_node,
+        workersplitter: Callable[..., Any] | None = split_by_worker,
+        seed: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        prefetch: int | None = None,
+        rewrites: Any = None,
+        empty_check: bool = True,
+        **storage_kwargs: Any,
+    ):
+        super().__init__(seed=seed)
+        storage = StorageConfig.resolve(
+            storage_options=storage_options,
+            cache_dir=cache_dir,
+            cache_size=cache_size,
+            rewrites=rewrites,
+            prefetch=prefetch,
+            **storage_kwargs,
+        )
+        self.storage = storage
+        if resampled:
+            self.pipeline.append(ResampledShards(urls, seed=self.seed, storage=storage))
+        else:
+            self.pipeline.append(SimpleShardList(urls, storage=storage))
+            if shardshuffle:
+                self.pipeline.append(_ShuffleShards())
+            if nodesplitter is not None:
+                self.pipeline.append(nodesplitter)
+            if workersplitter is not None:
+                self.pipeline.append(workersplitter)
+            if empty_check:
+                self.pipeline.append(_WarnIfEmpty())
+        self.pipeline.append(tarfile_to_samples(handler=handler, storage=storage))
+        if repeat:
+            self.repetitions = None

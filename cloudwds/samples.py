@@ -1,0 +1,102 @@
+"""Tar members → samples (grouped by key), and the CBOR / MsgPack sample sources.
+
+A sample is the run of *consecutive* members whose names share everything up to the first dot of
+the file name: ``dir/a.b.jpg`` → key ``dir/a``, field ``b.jpg`` (lowercased). Groups never span
+two shards, because each shard is grouped on its own. Members without a dot in their file name
+(or whose name starts with a dot) carry no field and are skipped, as in webdataset.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import DuplicateMemberError
+from .tario import DEFAULT_BUFSIZE, Readable, iter_members
+
+Sample = dict[str, Any]
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """``dir/a.b.JPG`` → ``("dir/a", "b.jpg")``; None for names that carry no field."""
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot <= slash + 1:
+        return None
+    return name[:dot], name[dot + 1 :].lower()
+
+
+def group_members(
+    members: Iterator[tuple[str, bytes]],
+    url: str | None,
+    local_path: str | None = None,
+) -> Iterator[Sample]:
+    """Group consecutive members of one shard into samples with ``__key__``/``__url__``.
+
+    Raises :class:`DuplicateMemberError` when one sample has the same field twice.
+    """
+    current: Sample | None = None
+    current_key = None
+    for name, data in members:
+        # inlined split_name(): this loop runs once per tar member
+        slash = name.rfind("/")
+        dot = name.find(".", slash + 1)
+        if dot <= slash + 1:
+            continue
+        key = name[:dot]
+        suffix = name[dot + 1 :].lower()
+        if key != current_key:
+            if current is not None:
+                yield current
+            current = {"__key__": key, "__url__": url}
+            if local_path is not None:
+                current["__local_path__"] = local_path
+            current_key = key
+        elif suffix in current:  # type: ignore[operator]
+            raise DuplicateMemberError(f"duplicate field {suffix!r} in sample {key!r}", url, name)
+        current[suffix] = data  # type: ignore[index]
+    if current is not None:
+        yield current
+
+
+def tar_samples(
+    stream: Readable,
+    url: str | None,
+    local_path: str | None = None,
+    bufsize: int = DEFAULT_BUFSIZE,
+) -> Iterator[Sample]:
+    """All samples of one tar stream."""
+    return group_members(iter_members(stream, url, bufsize=bufsize), url, local_path)
+
+
+class _RawAdapter(io.RawIOBase):
+    """Give a ``read()``-only stream the ``readinto`` that :class:`io.BufferedReader` needs."""
+
+    def __init__(self, stream: Readable):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def cbor_items(stream: Readable) -> Iterator[Any]:
+    """Decode a concatenation of CBOR values (a ``.cbors`` file) one value at a time."""
+    import cbor2
+
+    buffered = io.BufferedReader(_RawAdapter(stream), 1 << 20)
+    decoder = cbor2.CBORDecoder(buffered)
+    while buffered.peek(1):
+        yield decoder.decode()
+
+
+def msgpack_items(stream: Readable) -> Iterator[Any]:
+    """Decode a concatenation of MsgPack values one value at a time."""
+    import msgpack
+
+    yield from msgpack.Unpacker(stream, raw=False, max_buffer_size=1 << 31)

@@ -1,0 +1,119 @@
+"""Stages that open shard items and expand them into samples: tar, CBOR and MsgPack.
+
+Every shard is opened through :mod:`cloudwds.storage` and closed in a ``finally`` even when the
+consumer stops mid-shard, so abandoned ``pipe:`` commands and HTTP connections do not leak.
+While one shard is read, the next ``prefetch`` shards of this worker's list are fetched into
+the shard cache in the background (when a cache is configured).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .errors import CloudWdsError, ShardError
+from .handlers import Handler, reraise_exception
+from .samples import cbor_items, msgpack_items, tar_samples
+from .stages import Stage
+from .storage import StorageConfig, open_shard, prefetch_shard
+from .tario import DEFAULT_BUFSIZE
+
+
+def _url_and_storage(item: Any, default: StorageConfig | None) -> tuple[str, StorageConfig]:
+    if isinstance(item, dict):
+        url = item["url"]
+        storage = item.get("storage") or default
+    else:
+        url, storage = item, default
+    return url, storage or StorageConfig.resolve()
+
+
+class _ShardExpander(Stage):
+    """Open each shard item and expand it with ``self.expand(opened)``; shared error policy."""
+
+    def __init__(
+        self,
+        handler: Handler = reraise_exception,
+        storage: StorageConfig | None = None,
+        prefetch: int | None = None,
+    ):
+        self.handler = handler
+        self.storage = storage
+        self.prefetch = prefetch
+
+    def expand(self, opened: Any) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def apply(self, src: Iterable[Any], world: Any) -> Iterator[Any]:
+        items = iter(src)
+        ahead: deque[Any] = deque()
+        handler = self.handler
+        while True:
+            if ahead:
+                item = ahead.popleft()
+            else:
+                item = next(items, None)
+                if item is None:
+                    return
+            url, storage = _url_and_storage(item, self.storage)
+            depth = self.prefetch if self.prefetch is not None else storage.prefetch
+            if depth and storage.cache is not None:
+                while len(ahead) < depth:
+                    nxt = next(items, None)
+                    if nxt is None:
+                        break
+                    ahead.append(nxt)
+                for upcoming in ahead:
+                    prefetch_shard(*_url_and_storage(upcoming, self.storage))
+            try:
+                opened = open_shard(url, storage)
+            except Exception as exn:
+                if handler(exn):
+                    continue
+                return
+            try:
+                yield from self.expand(opened)
+            except CloudWdsError as exn:
+                if handler(exn):
+                    continue
+                return
+            except Exception as exn:
+                wrapped = ShardError(f"{type(exn).__name__}: {exn}", url)
+                wrapped.__cause__ = exn
+                if handler(wrapped):
+                    continue
+                return
+            finally:
+                opened.close()
+
+
+class tarfile_to_samples(_ShardExpander):
+    """Shard items (URLs or ``{"url": ...}``) → samples ``{"__key__", "__url__", fields...}``."""
+
+    def __init__(
+        self,
+        handler: Handler = reraise_exception,
+        storage: StorageConfig | None = None,
+        prefetch: int | None = None,
+        bufsize: int = DEFAULT_BUFSIZE,
+    ):
+        super().__init__(handler, storage, prefetch)
+        self.bufsize = bufsize
+
+    def expand(self, opened):
+        return tar_samples(opened.stream, opened.url, opened.local_path, self.bufsize)
+
+
+class cbors_to_samples(_ShardExpander):
+    """Shard items naming files of concatenated CBOR values → one sample per value."""
+
+    def expand(self, opened):
+        return cbor_items(opened.stream)
+
+
+class msgpack_to_samples(_ShardExpander):
+    """Shard items naming files of concatenated MsgPack values → one sample per value."""
+
+    def expand(self, opened):
+        return msgpack_items(opened.stream)

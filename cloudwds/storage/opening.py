@@ -1,0 +1,175 @@
+"""URL → byte stream (and URL → atomic sink): the single entry point every reader and writer uses.
+
+Order of decisions for a read: rewrite (``WDS_REWRITE``) → ``-`` / ``pipe:`` / local file →
+AIStore routing → shard cache (keyed by the *original* URL, so a cache filled in the cloud and
+one filled on a desktop have the same layout) → fsspec ranged reader.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..errors import StorageError
+from ..urls import apply_rewrites, url_scheme
+from .ais import ais_object_url
+from .config import StorageConfig
+from .local import AtomicLocalFile, local_path_of, open_local, open_stdin
+from .pipe import PipeReader, PipeWriter
+from .remote import RangeReader, filesystem
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class OpenedShard:
+    """A readable shard: ``url`` is the URL the user gave, ``local_path`` set for local files."""
+
+    url: str
+    stream: Any
+    local_path: str | None = None
+
+    def close(self) -> None:
+        close = getattr(self.stream, "close", None)
+        if close is not None and self.stream is not sys.stdin.buffer:
+            close()
+
+    def __enter__(self) -> OpenedShard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def resolve(url: str, config: StorageConfig) -> str:
+    """The URL actually opened for ``url``: after rewrites and AIStore routing."""
+    target = apply_rewrites(url, config.rewrites)
+    scheme = url_scheme(target)
+    if config.ais_endpoint and (scheme == "ais" or scheme in config.use_ais_for):
+        return ais_object_url(target, config.ais_endpoint)
+    if scheme == "ais":
+        raise StorageError("ais:// URL needs AIS_ENDPOINT (or ais_endpoint=)", url)
+    return target
+
+
+def remote_fetcher(url: str, config: StorageConfig):
+    """A zero-argument callable that opens a fresh :class:`RangeReader` for a remote URL."""
+    target = resolve(url, config)
+    via_ais = target != apply_rewrites(url, config.rewrites)
+    options = None if via_ais else config.storage_options  # user options are for the cloud
+
+    def fetch() -> RangeReader:
+        fs, path = filesystem(target, options)
+        return RangeReader(
+            fs,
+            path,
+            url,
+            policy=config.retry,
+            block_size=config.block_size,
+            readahead=config.readahead,
+        )
+
+    return fetch
+
+
+def is_remote(url: str, config: StorageConfig) -> bool:
+    target = apply_rewrites(url, config.rewrites)
+    return target != "-" and not target.startswith("pipe:") and local_path_of(target) is None
+
+
+def open_shard(url: str, config: StorageConfig | None = None) -> OpenedShard:
+    """Open ``url`` for sequential reading; errors name the URL (and its rewrite, if any)."""
+    config = config or StorageConfig()
+    target = apply_rewrites(url, config.rewrites)
+    try:
+        if target == "-":
+            return OpenedShard(url, open_stdin())
+        if target.startswith("pipe:"):
+            return OpenedShard(url, PipeReader(target[len("pipe:") :], url))
+        path = local_path_of(target)
+        if path is not None:
+            return OpenedShard(url, open_local(path), local_path=path)
+        fetch = remote_fetcher(url, config)
+        if config.cache is not None:
+            return OpenedShard(url, config.cache.open(url, fetch))
+        return OpenedShard(url, fetch())
+    except StorageError:
+        raise
+    except OSError as exn:
+        where = url if target == url else f"{url} (rewritten to {target})"
+        raise StorageError(f"cannot open shard: {type(exn).__name__}: {exn}", where) from exn
+
+
+def prefetch_shard(url: str, config: StorageConfig) -> None:
+    """Start a background download of ``url`` into the cache (no-op without a cache)."""
+    if config.cache is None or not is_remote(url, config):
+        return
+    config.cache.prefetch(url, remote_fetcher(url, config))
+
+
+class Sink(Protocol):
+    def write(self, data: Any, /) -> int: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _RemoteUpload:
+    """Spool to a local temp file, upload on commit: the object appears only when complete."""
+
+    def __init__(self, url: str, config: StorageConfig):
+        self.url = url
+        self._config = config
+        self._fs, self._path = filesystem(resolve(url, config), config.storage_options)
+        self._tmp = tempfile.NamedTemporaryFile(
+            prefix="cloudwds-upload-", suffix=".tar", delete=False
+        )
+
+    def write(self, data: Any) -> int:
+        return self._tmp.write(data)
+
+    def commit(self) -> None:
+        self._tmp.close()
+        try:
+            self._config.retry.run(
+                "upload", self.url, lambda: self._fs.put_file(self._tmp.name, self._path)
+            )
+        finally:
+            os.unlink(self._tmp.name)
+
+    def abort(self) -> None:
+        self._tmp.close()
+        try:
+            os.unlink(self._tmp.name)
+        except FileNotFoundError:
+            pass
+
+
+class _StdoutSink:
+    def write(self, data: Any) -> int:
+        return sys.stdout.buffer.write(data)
+
+    def commit(self) -> None:
+        sys.stdout.buffer.flush()
+
+    def abort(self) -> None:
+        sys.stdout.buffer.flush()
+
+
+def open_output(url: str, config: StorageConfig | None = None) -> Sink:
+    """Open a sink that makes ``url`` appear only on ``commit()``; ``abort()`` leaves nothing."""
+    config = config or StorageConfig()
+    target = apply_rewrites(url, config.rewrites)
+    if target == "-":
+        return _StdoutSink()
+    if target.startswith("pipe:"):
+        return PipeWriter(target[len("pipe:") :], url)
+    path = local_path_of(target)
+    if path is not None:
+        return AtomicLocalFile(path)
+    return _RemoteUpload(url, config)

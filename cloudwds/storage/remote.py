@@ -1,0 +1,253 @@
+"""Object-store reads through fsspec: large ranged blocks, read-ahead, retries, resume by offset.
+
+Every backend (s3fs, gcsfs, adlfs, fsspec's HTTP, AIStore's REST API over HTTP) is read the same
+way: one ``info`` for the object's size, then ``cat_file(path, start, end)`` for consecutive
+blocks, with the next blocks already in flight on a small thread pool. A block is one request, so
+a dropped connection, a timeout or a 5xx costs only that block: it is fetched again from the same
+byte offset after a backoff, and the tar stream above never sees a gap or a repeated byte.
+A block that comes back shorter than asked is retried too; after the bounded retries the error
+names the URL. Servers that ignore ``Range`` (the stdlib ``http.server``) are detected on the first
+block and read as one sequential stream instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import fsspec
+import fsspec.asyn
+
+from ..errors import StorageError
+
+log = logging.getLogger("cloudwds.storage")
+
+FIRST_BLOCK = 1 << 20  # small first request: the first sample arrives quickly
+BLOCK_SIZE = 8 << 20
+READAHEAD = 2
+
+_NOT_RETRIED = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """Resolve ``url`` to an fsspec filesystem and path, honouring per-protocol options.
+
+    ``storage_options`` is either the options for this URL's filesystem, or a mapping from
+    protocol (``"s3"``, ``"gs"``, ``"az"``, ...) to options, so one dataset can span stores.
+    """
+    options = dict(_options_for(url, storage_options))
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except ImportError as exn:
+        raise StorageError(f"no filesystem for this URL: {exn}", url) from exn
+
+
+_PROTOCOL_KEYS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "ais"}
+
+
+def _options_for(url: str, storage_options: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not storage_options:
+        return {}
+    if all(k in _PROTOCOL_KEYS and isinstance(v, Mapping) for k, v in storage_options.items()):
+        protocol = url.split("://", 1)[0].lower() if "://" in url else ""
+        aliases = {"gcs": "gs", "abfs": "az", "abfss": "az", "s3a": "s3", "https": "http"}
+        for key in (protocol, aliases.get(protocol, protocol)):
+            if key in storage_options:
+                return storage_options[key]
+        return {}
+    return storage_options
+
+
+class RetryPolicy:
+    """Bounded retries with exponential backoff and a per-request timeout (seconds)."""
+
+    def __init__(self, retries: int = 5, backoff: float = 0.25, timeout: float | None = 60.0):
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+
+    def run(self, what: str, url: str, fn: Callable[[], Any]) -> Any:
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except _NOT_RETRIED as exn:
+                raise StorageError(f"{what} failed: {type(exn).__name__}: {exn}", url) from exn
+            except Exception as exn:  # network errors differ per backend; all are transient here
+                last = exn
+                if attempt < self.retries:
+                    delay = self.backoff * (2**attempt)
+                    log.info(
+                        "%s of %s failed (%s); retry %d in %.2fs",
+                        what,
+                        url,
+                        exn,
+                        attempt + 1,
+                        delay,
+                    )
+                    time.sleep(delay)
+        raise StorageError(
+            f"{what} failed after {self.retries} retries: {type(last).__name__}: {last}", url
+        ) from last
+
+
+class RangeReader:
+    """A sequential, read-only stream over an object, fetched as ranged blocks with read-ahead."""
+
+    def __init__(
+        self,
+        fs: Any,
+        path: str,
+        url: str,
+        *,
+        policy: RetryPolicy | None = None,
+        block_size: int = BLOCK_SIZE,
+        first_block: int = FIRST_BLOCK,
+        readahead: int = READAHEAD,
+        size: int | None = None,
+    ):
+        self.fs = fs
+        self.path = path
+        self.url = url
+        self.policy = policy or RetryPolicy()
+        self.block_size = block_size
+        self.size = size if size is not None else self._stat_size()
+        self.bytes_read = 0
+        self._next_start = 0  # first byte not yet requested
+        self._next_block = min(first_block, block_size)
+        self._cur = b""
+        self._cur_pos = 0
+        self._pending: deque[tuple[int, int, Future[bytes]]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
+        self._readahead = max(0, readahead)
+        self._closed = False
+
+    # -- fetching -------------------------------------------------------------------------
+    def _stat_size(self) -> int:
+        info = self.policy.run("stat", self.url, lambda: self._call("_info", "info", self.path))
+        size = info.get("size")
+        if size is None:
+            raise StorageError("object size unknown (server sent no length)", self.url)
+        return int(size)
+
+    def _call(self, async_name: str, sync_name: str, *args: Any, **kwargs: Any) -> Any:
+        fs = self.fs
+        if getattr(fs, "async_impl", False) and hasattr(fs, async_name):
+            return fsspec.asyn.sync(
+                fs.loop, getattr(fs, async_name), *args, timeout=self.policy.timeout, **kwargs
+            )
+        return getattr(fs, sync_name)(*args, **kwargs)
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        def once() -> bytes:
+            data = self._call("_cat_file", "cat_file", self.path, start=start, end=end)
+            if len(data) != end - start:
+                if len(data) == self.size and start == 0:
+                    return data  # server ignored Range: caller switches to streaming
+                raise OSError(
+                    f"short read: got {len(data)} of {end - start} bytes at offset {start}"
+                )
+            return data
+
+        return self.policy.run(f"read of bytes {start}-{end}", self.url, once)
+
+    def _submit_next(self) -> None:
+        if self._next_start >= self.size:
+            return
+        start = self._next_start
+        end = min(self.size, start + self._next_block)
+        self._next_start = end
+        self._next_block = self.block_size
+        if self._readahead == 0:
+            fut: Future[bytes] = Future()
+            try:
+                fut.set_result(self._fetch(start, end))
+            except BaseException as exn:
+                fut.set_exception(exn)
+            self._pending.append((start, end, fut))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._readahead, thread_name_prefix="cloudwds-read")
+        self._pending.append((start, end, self._pool.submit(self._fetch, start, end)))
+
+    def _advance(self) -> bool:
+        """Make the next block current; False at the end of the object."""
+        while len(self._pending) < max(1, self._readahead):
+            before = self._next_start
+            self._submit_next()
+            if self._next_start == before:
+                break
+        if not self._pending:
+            return False
+        start, end, fut = self._pending.popleft()
+        block = fut.result()
+        if len(block) != end - start:
+            # The server ignored Range and sent the whole object (checked in _fetch): use it
+            # and drop the blocks already requested.
+            self._cancel_pending()
+            self._next_start = self.size
+        self._cur = block
+        self._cur_pos = 0
+        return True
+
+    # -- stream interface -----------------------------------------------------------------
+    def read(self, n: int = -1) -> bytes:
+        if self._closed:
+            raise ValueError("read from a closed RangeReader")
+        if n < 0:
+            parts = []
+            while True:
+                chunk = self.read(1 << 30)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        if self._cur_pos >= len(self._cur):
+            if not self._advance():
+                if self.bytes_read != self.size:
+                    raise StorageError(
+                        f"short read: object has {self.size} bytes, got {self.bytes_read}", self.url
+                    )
+                return b""
+        cur = self._cur
+        pos = self._cur_pos
+        if pos == 0 and n >= len(cur):
+            out = cur
+        else:
+            out = cur[pos : pos + n]
+        self._cur_pos = pos + len(out)
+        self.bytes_read += len(out)
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def _cancel_pending(self) -> None:
+        for _, _, fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_pending()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._cur = b""
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

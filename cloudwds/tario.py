@@ -1,0 +1,364 @@
+"""Streaming tar reading and writing primitives: headers, pax, GNU long names, gzip. No sample logic.
+
+Why not :mod:`tarfile`: it builds a ``TarInfo`` object per member, verifies every header checksum
+in Python and assembles member data from 10 KiB reads. Here the stream is read in large blocks
+into one buffer, headers are parsed with a few slices, small members are sliced straight out of
+that buffer and large members are read directly into a buffer of their exact size.
+
+Checksums: a header that carries the ``ustar`` magic is trusted without summing its 512 bytes
+(a sum per member costs as much as the rest of the parse); any header without the magic
+(old v7 archives, garbage, a file that is not a tar at all) must pass the checksum or the read
+fails with :class:`TarFormatError`. ``verify_checksums=True`` checks every header.
+
+Invariants of :func:`iter_members`: ``buf[pos:]`` holds the unread bytes that were already
+fetched from the stream; ``pos`` is always at a 512-byte boundary of the archive.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol
+
+from .errors import TarFormatError, TruncatedShardError
+
+BLOCK = 512
+DEFAULT_BUFSIZE = 1 << 20
+# Members at least this large bypass the shared buffer and are read into their own buffer.
+_DIRECT_READ = 256 * 1024
+
+_REGULAR = (b"0", b"\0", b"7")
+_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def iter_members(
+    stream: Readable,
+    url: str | None = None,
+    *,
+    bufsize: int = DEFAULT_BUFSIZE,
+    verify_checksums: bool = False,
+    skip_meta: bool = True,
+) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, data)`` for every regular file in a tar stream, in archive order.
+
+    Directories, links, devices and global pax headers are skipped; top-level ``__*__`` members
+    (webdataset metadata) are skipped when ``skip_meta``. gzip-compressed streams are detected by
+    their magic bytes and decompressed on the fly. A stream that ends inside a header, inside a
+    member's data, or without the end-of-archive marker raises :class:`TruncatedShardError`
+    naming ``url`` and the member.
+    """
+    stream = _maybe_gunzip(stream, url)
+    read = stream.read
+    buf = b""
+    pos = 0
+    pending_name: str | None = None  # from a GNU 'L' record or a pax 'path'
+    pending_size: int | None = None  # from a pax 'size'
+    last_name: str | None = None
+    first = True
+
+    while True:
+        # --- header block -------------------------------------------------------------
+        if len(buf) - pos < BLOCK:
+            buf, pos = _refill(read, buf, pos, BLOCK, bufsize)
+            if len(buf) - pos < BLOCK:
+                if len(buf) == pos and not first:
+                    raise TruncatedShardError(
+                        "tar stream ended without an end-of-archive marker", url, last_name
+                    )
+                if first and len(buf) == pos:
+                    raise TarFormatError("empty stream: not a tar archive", url)
+                raise TruncatedShardError("tar stream ended inside a header block", url, last_name)
+        header = buf[pos : pos + BLOCK]
+        pos += BLOCK
+
+        if header == _ZERO_BLOCK:
+            return  # end-of-archive; the second zero block and any padding are not needed
+
+        if verify_checksums or header[257:262] != b"ustar":
+            _check_checksum(header, url, last_name, first)
+        first = False
+
+        typeflag = header[156:157]
+        size = pending_size if pending_size is not None else _parse_number(header[124:136])
+        if pending_name is not None:
+            name = pending_name
+        else:
+            name = _header_name(header)
+        pending_name = None
+        pending_size = None
+        padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+
+        # --- metadata records that describe the next member ----------------------------
+        if typeflag in (b"L", b"x", b"K", b"X"):
+            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, name)
+            if typeflag == b"L":
+                pending_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif typeflag in (b"x", b"X"):
+                pending_name, pending_size = _parse_pax(data, url, last_name)
+            continue
+
+        if typeflag in _REGULAR:
+            last_name = name
+            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, name)
+            if skip_meta and name.startswith("__") and name.endswith("__") and "/" not in name:
+                continue
+            yield name, data
+            continue
+
+        # Directories, links, devices, global pax headers and unknown types: skipped.
+        last_name = name
+        if typeflag in _NO_DATA:
+            padded = 0  # links and directories carry no data even if a size is set
+        buf, pos = _skip(read, buf, pos, padded, bufsize, url, name)
+
+
+def _refill(read, buf: bytes, pos: int, need: int, bufsize: int) -> tuple[bytes, int]:
+    """Return a buffer holding at least ``need`` unread bytes, or all that is left."""
+    rest = buf[pos:]
+    chunks = [rest]
+    have = len(rest)
+    while have < need:
+        chunk = read(max(bufsize, need - have))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks), 0
+
+
+def _take(read, buf, pos, size, padded, bufsize, url, name) -> tuple[bytes, bytes, int]:
+    """Return a member's data and the buffer positioned after its padding."""
+    avail = len(buf) - pos
+    if padded <= avail:
+        return buf[pos : pos + size], buf, pos + padded
+    if size <= avail:  # data buffered, only (part of) the padding is missing
+        data = buf[pos : pos + size]
+        buf, pos = _skip(read, buf, pos + size, padded - size, bufsize, url, name)
+        return data, buf, pos
+    if size >= _DIRECT_READ:
+        # Large member: read the missing part in one call instead of growing the shared buffer.
+        data = buf[pos:] + _read_exact(read, size - avail, url, name)
+        buf, pos = _skip(read, b"", 0, padded - size, bufsize, url, name)
+        return data, buf, pos
+    buf, pos = _refill(read, buf, pos, padded, bufsize)
+    if len(buf) - pos < padded:
+        what = "data" if len(buf) - pos < size else "padding"
+        raise TruncatedShardError(f"tar stream ended inside a member's {what}", url, name)
+    return buf[pos : pos + size], buf, pos + padded
+
+
+def _read_exact(read, n: int, url, name) -> bytes:
+    first = read(n)
+    if len(first) == n:
+        return first
+    parts = [first]
+    got = len(first)
+    while got < n:
+        chunk = read(n - got)
+        if not chunk:
+            raise TruncatedShardError("tar stream ended inside a member's data", url, name)
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _skip(read, buf, pos, nbytes, bufsize, url, name) -> tuple[bytes, int]:
+    avail = len(buf) - pos
+    if nbytes <= avail:
+        return buf, pos + nbytes
+    nbytes -= avail
+    while nbytes > 0:
+        chunk = read(min(nbytes, max(bufsize, 1 << 16)))
+        if not chunk:
+            raise TruncatedShardError("tar stream ended inside a member's data", url, name)
+        if len(chunk) > nbytes:  # a stream may return more than asked only in theory
+            return chunk, nbytes
+        nbytes -= len(chunk)
+    return b"", 0
+
+
+def _header_name(header: bytes) -> str:
+    name = header[0:100]
+    nul = name.find(b"\0")
+    if nul >= 0:
+        name = name[:nul]
+    if header[257:262] == b"ustar" and header[345] != 0:
+        prefix = header[345:500]
+        nul = prefix.find(b"\0")
+        if nul >= 0:
+            prefix = prefix[:nul]
+        name = prefix + b"/" + name
+    return name.decode("utf-8", "surrogateescape")
+
+
+def _parse_number(field: bytes) -> int:
+    if field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
+        value = field[0] & 0x7F
+        for byte in field[1:]:
+            value = (value << 8) | byte
+        return value
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _check_checksum(header: bytes, url, last_name, first: bool) -> None:
+    try:
+        stored = _parse_number(header[148:156])
+    except ValueError:
+        stored = -1
+    computed = sum(header) - sum(header[148:156]) + 8 * 32
+    if stored != computed:
+        if first:
+            raise TarFormatError("not a tar archive (bad header checksum)", url)
+        raise TarFormatError("bad tar header checksum after member", url, last_name)
+
+
+def _parse_pax(data: bytes, url, last_name) -> tuple[str | None, int | None]:
+    """Return the ``path`` and ``size`` of a pax extended header, the only keys we need."""
+    path: str | None = None
+    size: int | None = None
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError as exn:
+            raise TarFormatError("malformed pax header", url, last_name) from exn
+        record = data[space + 1 : pos + length - 1]
+        key, _, value = record.partition(b"=")
+        if key == b"path":
+            path = value.decode("utf-8", "surrogateescape")
+        elif key == b"size":
+            size = int(value)
+        pos += length
+    return path, size
+
+
+class _GzipReader:
+    """Incremental gzip decompression with large reads (``gzip.GzipFile`` reads 8 KiB chunks)."""
+
+    def __init__(self, stream: Readable, first: bytes, url: str | None):
+        self._stream = stream
+        self._url = url
+        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = first
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._eof:
+            data = self._pending or self._stream.read(DEFAULT_BUFSIZE)
+            self._pending = b""
+            if not data:
+                if not self._d.eof:
+                    raise TruncatedShardError("gzip stream ended early", self._url)
+                self._eof = True
+                break
+            out = self._d.decompress(data)
+            if self._d.eof:
+                # Concatenated gzip members are legal: start a new decompressor on the rest.
+                rest = self._d.unused_data
+                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                self._pending = rest
+                if not rest:
+                    more = self._stream.read(DEFAULT_BUFSIZE)
+                    if not more:
+                        self._eof = True
+                        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                        self._d.decompress(b"")
+                        if out:
+                            return out
+                        break
+                    self._pending = more
+            if out:
+                return out
+        return b""
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _maybe_gunzip(stream: Readable, url: str | None) -> Readable:
+    first = stream.read(2)
+    if first[:2] == b"\x1f\x8b":
+        return _GzipReader(stream, first, url)
+    return _Prepended(stream, first)
+
+
+class _Prepended:
+    """A stream with a few already-read bytes put back in front."""
+
+    def __init__(self, stream: Readable, head: bytes):
+        self._stream = stream
+        self._head = head
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            if n < 0:
+                return head + self._stream.read()
+            if n <= len(head):
+                self._head = head[n:]
+                return head[:n]
+            return head + self._stream.read(n - len(head))
+        return self._stream.read(n)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def member_header(name: str, size: int, mtime: float | None = None, mode: int = 0o444) -> bytes:
+    """Return the header block(s) for a regular file: ustar, with a pax record for long names.
+
+    Written with :mod:`tarfile`'s header builder so every tar tool reads the result; this is
+    not on the read hot path.
+    """
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = int(time.time() if mtime is None else mtime)
+    info.mode = mode
+    info.uname = info.gname = "bigdata"
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
+
+
+def padding(size: int) -> bytes:
+    """Zero bytes that round a member's data up to the 512-byte block size."""
+    return bytes(-size % BLOCK)
+
+
+END_OF_ARCHIVE = bytes(2 * BLOCK)
+
+
+class TarStreamWriter:
+    """Write regular-file members to a binary stream; ``close()`` adds the end-of-archive marker."""
+
+    def __init__(self, stream: BinaryIO | io.RawIOBase, mtime: float | None = None):
+        self._stream = stream
+        self._mtime = mtime
+        self.bytes_written = 0
+
+    def add(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        header = member_header(name, len(data), self._mtime)
+        pad = padding(len(data))
+        self._stream.write(header)
+        self._stream.write(data)
+        if pad:
+            self._stream.write(pad)
+        self.bytes_written += len(header) + len(data) + len(pad)
+
+    def finish(self) -> None:
+        self._stream.write(END_OF_ARCHIVE)
+        self.bytes_written += len(END_OF_ARCHIVE)

@@ -1,0 +1,243 @@
+"""``TarWriter`` and ``ShardWriter``: samples → WebDataset shards at any URL the storage layer opens.
+
+A shard appears under its final name only when it is complete: local files are written under
+a temporary name and renamed; object-store shards are uploaded in one piece on ``close()``;
+an exception inside ``with TarWriter(...)`` discards the shard. ``ShardWriter`` opens a shard
+only when the first sample for it arrives, so no empty shard is ever left behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .codecs import make_encoder
+from .storage import Sink, StorageConfig, open_output
+from .tario import TarStreamWriter
+
+
+class _StreamSink:
+    """A caller-owned stream: written to, never closed or renamed by us."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, data: Any) -> int:
+        return self._stream.write(data)
+
+    def commit(self) -> None:
+        flush = getattr(self._stream, "flush", None)
+        if flush is not None:
+            flush()
+
+    def abort(self) -> None:
+        self.commit()
+
+
+class _GzipSink:
+    """Compress into another sink (``.tar.gz`` / ``.tgz`` shards)."""
+
+    def __init__(self, sink: Any):
+        self._sink = sink
+        self._gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0)  # type: ignore[arg-type]
+
+    def write(self, data: Any) -> int:
+        return self._gz.write(data)
+
+    def commit(self) -> None:
+        self._gz.close()
+        self._sink.commit()
+
+    def abort(self) -> None:
+        self._sink.abort()
+
+
+class TarWriter:
+    """Write samples (dicts with ``__key__``) as tar members ``<key>.<field>``.
+
+    ``encoder=True`` encodes values by field extension (images from arrays/PIL, json, cls,
+    npy, pickle...), ``False`` requires bytes/str values, a dict extends the table, a callable
+    maps the whole sample. ``compress=True`` (or a ``.gz``/``.tgz`` URL) gzips the shard.
+    """
+
+    def __init__(
+        self,
+        fileobj: str | Any,
+        encoder: bool | Mapping[str, Callable[[Any], bytes]] | Callable[[dict], dict] = True,
+        compress: bool | None = None,
+        mtime: float | None = None,
+        keep_meta: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+        storage: StorageConfig | None = None,
+        user: str = "bigdata",
+        group: str = "bigdata",
+        mode: int = 0o0444,
+    ):
+        self.url = fileobj if isinstance(fileobj, str) else getattr(fileobj, "name", None)
+        if isinstance(fileobj, str):
+            if storage is None:
+                storage = StorageConfig.resolve(storage_options=storage_options)
+            sink: Any = open_output(fileobj, storage)
+            if compress is None:
+                compress = fileobj.endswith((".gz", ".tgz"))
+        else:
+            sink = _StreamSink(fileobj)
+        self._sink: Sink = _GzipSink(sink) if compress else sink
+        self._tar = TarStreamWriter(self._sink, mtime=mtime)  # type: ignore[arg-type]
+        self._encode = make_encoder(encoder)
+        self.keep_meta = keep_meta
+        self.count = 0
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (uncompressed)."""
+        return self._tar.bytes_written
+
+    def write(self, obj: Mapping[str, Any]) -> int:
+        """Write one sample; returns the number of bytes it took in the archive."""
+        if self._closed:
+            raise ValueError("write to a closed TarWriter")
+        key = obj.get("__key__")
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"sample needs a non-empty string __key__, got {key!r}")
+        basename = key.rsplit("/", 1)[-1]
+        if "." in basename:
+            raise ValueError(
+                f"__key__ {key!r} has a dot in its file name; readers would split it there"
+            )
+        encoded = self._encode(dict(obj))
+        before = self._tar.bytes_written
+        for field in sorted(encoded):
+            if field.startswith("__") and not self.keep_meta:
+                continue
+            value = encoded[field]
+            if isinstance(value, str):
+                value = value.encode("utf-8")
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                raise TypeError(f"field {field!r} of {key!r} is {type(value).__name__}, not bytes")
+            self._tar.add(f"{key}.{field}", value)
+        self.count += 1
+        return self._tar.bytes_written - before
+
+    def close(self) -> None:
+        """Finish the archive and publish it under its final name."""
+        if self._closed:
+            return
+        self._closed = True
+        self._tar.finish()
+        self._sink.commit()
+
+    def abort(self) -> None:
+        """Discard the shard: nothing appears under the final name."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sink.abort()
+
+    def __enter__(self) -> TarWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.abort()
+            except Exception:
+                pass
+
+
+class ShardWriter:
+    """Write samples across numbered shards: ``ShardWriter("out-%06d.tar", maxcount=1000)``.
+
+    A new shard starts when the current one holds ``maxcount`` samples or ``maxsize`` bytes.
+    ``post(url)`` runs after each shard is published (e.g. to upload or index it). ``shards``
+    lists the URLs written.
+    """
+
+    def __init__(
+        self,
+        pattern: str,
+        maxcount: int = 100000,
+        maxsize: float = 3e9,
+        post: Callable[[str], Any] | None = None,
+        start_shard: int = 0,
+        verbose: int = 0,
+        storage_options: Mapping[str, Any] | None = None,
+        **kw: Any,
+    ):
+        if maxcount < 1:
+            raise ValueError(f"maxcount must be >= 1, got {maxcount}")
+        try:
+            pattern % 0
+        except TypeError as exn:
+            raise ValueError(f"pattern {pattern!r} needs one %d-style field (e.g. %06d)") from exn
+        self.pattern = pattern
+        self.maxcount = maxcount
+        self.maxsize = maxsize
+        self.post = post
+        self.verbose = verbose
+        self.kw = kw
+        self.storage = kw.pop("storage", None) or StorageConfig.resolve(
+            storage_options=storage_options
+        )
+        self.shard = start_shard
+        self.shards: list[str] = []
+        self.total = 0
+        self._writer: TarWriter | None = None
+        self._url: str | None = None
+
+    def _next(self) -> None:
+        self._finish()
+        self._url = self.pattern % self.shard
+        self.shard += 1
+        self._writer = TarWriter(self._url, storage=self.storage, **self.kw)
+
+    def write(self, obj: Mapping[str, Any]) -> int:
+        w = self._writer
+        if w is None or w.count >= self.maxcount or w.size >= self.maxsize:
+            self._next()
+        assert self._writer is not None
+        n = self._writer.write(obj)
+        self.total += 1
+        return n
+
+    def _finish(self) -> None:
+        if self._writer is None:
+            return
+        writer, url = self._writer, self._url
+        self._writer = None
+        writer.close()
+        assert url is not None
+        self.shards.append(url)
+        if self.verbose:
+            print(f"# wrote {url}: {writer.count} samples, {writer.size} bytes")
+        if self.post is not None:
+            self.post(url)
+
+    def next_stream(self) -> None:
+        """Close the current shard now; the next write starts a new one."""
+        self._finish()
+
+    def close(self) -> None:
+        self._finish()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
