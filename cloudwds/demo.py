@@ -83,7 +83,7 @@ def run_demo(
     pattern = (
         os.path.join(data, "train-%06d.tar") if is_local else data.rstrip("/") + "/train-%06d.tar"
     )
-    urls = pattern.replace("%06d", "{%06d..%06d}" % (0, nshards - 1))
+    urls = pattern.replace("%06d", f"{{{0:06d}..{nshards - 1:06d}}}")
     first = pattern % 0
     if not (is_local and os.path.exists(pattern % (nshards - 1))):
         if is_local:
