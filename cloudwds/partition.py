@@ -146,13 +146,18 @@ def delivered_and_remaining(
     flat = list(positions(spans))
     window = max(1, window)
     done_windows, in_window = divmod(delivered, window)
-    head = flat[: done_windows * window]
+    done: list[tuple[int, int]] = []
+    for index in range(done_windows):
+        chunk = flat[index * window : (index + 1) * window]
+        done.extend(
+            chunk[i] for i in window_order(len(chunk), window, seed, epoch, rank, worker, index)
+        )
     current = flat[done_windows * window : (done_windows + 1) * window]
     order = window_order(len(current), window, seed, epoch, rank, worker, done_windows)
     taken = [current[i] for i in order[:in_window]]
     left = [current[i] for i in sorted(order[in_window:])]
     tail = flat[(done_windows + 1) * window :]
-    return head + taken, _merge(left + tail)
+    return done + taken, _merge(left + tail)
 
 
 def _merge(pairs: Sequence[tuple[int, int]]) -> list[Piece]:
