@@ -53,7 +53,8 @@ def iter_members(
     (webdataset metadata) are skipped when ``skip_meta``. gzip-compressed streams are detected by
     their magic bytes and decompressed on the fly. A stream that ends inside a header, inside a
     member's data, or without the end-of-archive marker raises :class:`TruncatedShardError`
-    naming ``url`` and the member.
+    naming ``url`` and the member (the one whose header or data was cut). A stream shorter
+    than one header raises :class:`TarFormatError` unless it carries the ustar magic.
     """
     stream = _maybe_gunzip(stream, url)
     read = stream.read
@@ -75,7 +76,12 @@ def iter_members(
                     )
                 if first and len(buf) == pos:
                     raise TarFormatError("empty stream: not a tar archive", url)
-                raise TruncatedShardError("tar stream ended inside a header block", url, last_name)
+                if first and buf[pos + 257 : pos + 262] != b"ustar":
+                    # Too short to check: only a cut ustar header counts as a truncated tar.
+                    raise TarFormatError(f"not a tar archive (only {len(buf) - pos} bytes)", url)
+                # Name the member whose header was cut when its name field arrived whole.
+                cut = _partial_name(buf[pos:]) or last_name
+                raise TruncatedShardError("tar stream ended inside a header block", url, cut)
         header = buf[pos : pos + BLOCK]
         pos += BLOCK
 
@@ -87,23 +93,27 @@ def iter_members(
         first = False
 
         typeflag = header[156:157]
-        size = pending_size if pending_size is not None else _parse_number(header[124:136])
-        if pending_name is not None:
-            name = pending_name
-        else:
-            name = _header_name(header)
-        pending_name = None
-        pending_size = None
-        padded = (size + BLOCK - 1) & ~(BLOCK - 1)
-
-        # --- metadata records that describe the next member ----------------------------
         if typeflag in (b"L", b"x", b"K", b"X"):
-            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, name)
+            # --- metadata records that describe the next member ---------------------------
+            # Their own size is in their header; pending pax values apply to the member only.
+            size = _parse_number(header[124:136])
+            padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, last_name)
             if typeflag == b"L":
                 pending_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
             elif typeflag in (b"x", b"X"):
-                pending_name, pending_size = _parse_pax(data, url, last_name)
+                pax_name, pax_size = _parse_pax(data, url, last_name)
+                if pax_name is not None:
+                    pending_name = pax_name
+                if pax_size is not None:
+                    pending_size = pax_size
             continue
+
+        size = pending_size if pending_size is not None else _parse_number(header[124:136])
+        name = pending_name if pending_name is not None else _header_name(header)
+        pending_name = None
+        pending_size = None
+        padded = (size + BLOCK - 1) & ~(BLOCK - 1)
 
         if typeflag in _REGULAR:
             last_name = name
@@ -190,13 +200,24 @@ def _header_name(header: bytes) -> str:
     nul = name.find(b"\0")
     if nul >= 0:
         name = name[:nul]
-    if header[257:262] == b"ustar" and header[345] != 0:
+    # Only POSIX ustar ("ustar\0") has a name prefix; GNU's "ustar  " keeps atime/ctime there.
+    if header[257:263] == b"ustar\0" and header[345] != 0:
         prefix = header[345:500]
         nul = prefix.find(b"\0")
         if nul >= 0:
             prefix = prefix[:nul]
         name = prefix + b"/" + name
     return name.decode("utf-8", "surrogateescape")
+
+
+def _partial_name(partial: bytes) -> str | None:
+    """The name in a header cut short, when its whole name field was read."""
+    nul = partial.find(b"\0", 0, 100)
+    if nul > 0:
+        return partial[:nul].decode("utf-8", "surrogateescape")
+    if len(partial) >= 100 and partial[0] != 0:
+        return partial[:100].decode("utf-8", "surrogateescape")
+    return None
 
 
 def _parse_number(field: bytes) -> int:
@@ -214,8 +235,9 @@ def _check_checksum(header: bytes, url, last_name, first: bool) -> None:
         stored = _parse_number(header[148:156])
     except ValueError:
         stored = -1
-    computed = sum(header) - sum(header[148:156]) + 8 * 32
-    if stored != computed:
+    rest = header[:148] + b"        " + header[156:]
+    # Some old tars summed signed chars; accept either sum, as tarfile and GNU tar do.
+    if stored != sum(rest) and stored != sum(rest) - 256 * sum(b >= 128 for b in rest):
         if first:
             raise TarFormatError("not a tar archive (bad header checksum)", url)
         raise TarFormatError("bad tar header checksum after member", url, last_name)
@@ -245,42 +267,60 @@ def _parse_pax(data: bytes, url, last_name) -> tuple[str | None, int | None]:
 
 
 class _GzipReader:
-    """Incremental gzip decompression with large reads (``gzip.GzipFile`` reads 8 KiB chunks)."""
+    """Incremental gzip decompression with large reads (``gzip.GzipFile`` reads 8 KiB chunks).
+
+    ``read(n)`` returns at most ``n`` bytes (decompression is bounded with ``max_length``, so
+    a highly compressible member never inflates into one huge chunk). Concatenated gzip
+    members and zero padding after a member are accepted, as :mod:`gzip` does. A stream cut
+    inside a gzip member reads as EOF, so the tar reader reports which member was cut.
+    """
 
     def __init__(self, stream: Readable, first: bytes, url: str | None):
         self._stream = stream
         self._url = url
         self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self._pending = first
+        self._input = first  # compressed bytes not yet given to the decompressor
+        self._in_member = False
         self._eof = False
 
     def read(self, n: int = -1) -> bytes:
-        while not self._eof:
-            data = self._pending or self._stream.read(DEFAULT_BUFSIZE)
-            self._pending = b""
+        if n < 0:
+            parts = []
+            while chunk := self.read(DEFAULT_BUFSIZE):
+                parts.append(chunk)
+            return b"".join(parts)
+        while n and not self._eof:
+            data, self._input = self._input, b""
+            ended = False
             if not data:
-                if not self._d.eof:
-                    raise TruncatedShardError("gzip stream ended early", self._url)
-                self._eof = True
-                break
-            out = self._d.decompress(data)
-            if self._d.eof:
-                # Concatenated gzip members are legal: start a new decompressor on the rest.
-                rest = self._d.unused_data
-                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                self._pending = rest
-                if not rest:
-                    more = self._stream.read(DEFAULT_BUFSIZE)
-                    if not more:
+                data = self._stream.read(DEFAULT_BUFSIZE)
+                if not data:
+                    if not self._in_member:
                         self._eof = True
-                        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                        self._d.decompress(b"")
-                        if out:
-                            return out
                         break
-                    self._pending = more
+                    ended = True  # flush what zlib still holds, then report EOF
+            if not self._in_member:
+                data = data.lstrip(b"\0")
+                if not data:
+                    continue
+                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                self._in_member = True
+            try:
+                out = self._d.decompress(data, n)
+            except zlib.error as exn:
+                raise TarFormatError(f"corrupt gzip data: {exn}", self._url) from exn
+            if self._d.eof:
+                self._input = self._d.unused_data
+                self._in_member = False
+            else:
+                self._input = self._d.unconsumed_tail
             if out:
                 return out
+            if ended:
+                # Cut inside a gzip member: report EOF, and the tar reader names the member
+                # it was reading (a cut inside the gzip trailer after the tar end is harmless).
+                self._eof = True
+                break
         return b""
 
     def close(self) -> None:
@@ -291,6 +331,11 @@ class _GzipReader:
 
 def _maybe_gunzip(stream: Readable, url: str | None) -> Readable:
     first = stream.read(2)
+    while 0 < len(first) < 2:  # a pipe may deliver a single byte first
+        more = stream.read(2 - len(first))
+        if not more:
+            break
+        first += more
     if first[:2] == b"\x1f\x8b":
         return _GzipReader(stream, first, url)
     return _Prepended(stream, first)
