@@ -1,0 +1,143 @@
+"""The exact-epoch source: every sample once per epoch over all ranks and workers, resumable.
+
+It replaces ``shard list → split_by_node → split_by_worker → tarfile_to_samples`` with a reader
+of the sample ranges :func:`cloudwds.partition.plan_epoch` assigns to this rank and worker, and
+shuffles by permuting windows of ``window`` samples (a shuffle buffer whose content is a pure
+function of the position). Its state is the number of samples this worker has delivered; from
+that, plus the plan's inputs, a resume (on the same or a different topology) knows exactly which
+samples were seen. Shard sample counts come from an index (``cloudwds index`` /
+:func:`cloudwds.index.build_index`) or are counted on first use and remembered.
+
+State schema (``state_dict()`` of a pipeline whose source this is, per worker)::
+
+    {"epoch": 3, "delivered": 1234, "universe": None | [[shard, start, stop], ...]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .errors import ShardError
+from .handlers import Handler, reraise_exception
+from .partition import Piece, plan_epoch, window_order
+from .samples import tar_samples
+from .stages import Stage
+from .storage import StorageConfig, open_shard, prefetch_shard
+from .world import World
+
+
+class ExactEpochSource(Stage):
+    """Source stage reading this worker's share of an exact epoch (see module doc)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        counts: Sequence[int],
+        storage: StorageConfig,
+        window: int = 1000,
+        remainder: str = "pad",
+        shuffle: bool = True,
+        handler: Handler = reraise_exception,
+    ):
+        if len(urls) != len(counts):
+            raise ValueError(f"{len(urls)} shard URLs but {len(counts)} sample counts")
+        self.urls = list(urls)
+        self.counts = [int(c) for c in counts]
+        self.storage = storage
+        self.window = max(1, int(window))
+        self.remainder = remainder
+        self.shuffle = shuffle
+        self.handler = handler
+        self.universe: list[Piece] | None = None  # None = all samples of all shards
+        self.start_at = 0  # samples already delivered by this worker (resume)
+        self.delivered = 0  # live counter while iterating
+
+    # -- state ---------------------------------------------------------------------------
+    def pieces(self) -> list[Piece]:
+        if self.universe is not None:
+            return list(self.universe)
+        return [(i, 0, n) for i, n in enumerate(self.counts)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "universe": None if self.universe is None else [list(p) for p in self.universe],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        universe = state.get("universe")
+        self.universe = None if universe is None else [tuple(p) for p in universe]  # type: ignore[misc]
+        self.start_at = int(state.get("delivered", 0))
+
+    # -- reading -------------------------------------------------------------------------
+    def plan(self, world: World):
+        return plan_epoch(
+            self.pieces(),
+            world.world_size,
+            world.num_workers,
+            world.seed,
+            world.epoch,
+            self.remainder,
+            self.shuffle,
+        )
+
+    def apply(self, src, world):
+        spans = self.plan(world).worker_spans(world.rank, world.worker)
+        start_at, self.start_at = self.start_at, 0
+        return self._deliver(spans, start_at, world)
+
+    def _deliver(self, spans: Sequence[Piece], start_at: int, world: World) -> Iterator[Any]:
+        window = self.window
+        first_window, skip = divmod(start_at, window)
+        self.delivered = first_window * window
+        reader = self._read_pieces(spans, first_window * window)
+        index = first_window
+        while True:
+            chunk = [s for _, s in zip(range(window), reader)]
+            if not chunk:
+                return
+            order = window_order(
+                len(chunk), window, world.seed, world.epoch, world.rank, world.worker, index
+            )
+            for k, i in enumerate(order):
+                if index == first_window and k < skip:
+                    self.delivered += 1
+                    continue
+                self.delivered += 1
+                yield chunk[i]
+            index += 1
+
+    def _read_pieces(self, spans: Sequence[Piece], skip: int) -> Iterator[dict[str, Any]]:
+        """Samples of ``spans`` in order, starting after the first ``skip`` positions."""
+        pieces = list(spans)
+        # merge adjacent ranges of the same shard so a shard is opened once
+        merged: list[Piece] = []
+        for shard, start, stop in pieces:
+            if merged and merged[-1][0] == shard and merged[-1][2] == start:
+                merged[-1] = (shard, merged[-1][1], stop)
+            else:
+                merged.append((shard, start, stop))
+        for k, (shard, start, stop) in enumerate(merged):
+            n = stop - start
+            if skip >= n:
+                skip -= n
+                continue
+            first = start + skip
+            skip = 0
+            if k + 1 < len(merged) and self.storage.cache is not None:
+                prefetch_shard(self.urls[merged[k + 1][0]], self.storage)
+            yield from self._read_range(shard, first, stop)
+
+    def _read_range(self, shard: int, start: int, stop: int) -> Iterator[dict[str, Any]]:
+        url = self.urls[shard]
+        count = 0
+        with open_shard(url, self.storage) as opened:
+            for sample in tar_samples(opened.stream, url, opened.local_path):
+                if count >= stop:
+                    return
+                if count >= start:
+                    yield sample
+                count += 1
+        if count < stop:
+            raise ShardError(f"shard has {count} samples, the index says at least {stop}", url)
