@@ -71,16 +71,25 @@ def tar_samples(
 
 
 class _RawAdapter(io.RawIOBase):
-    """Give a ``read()``-only stream the ``readinto`` that :class:`io.BufferedReader` needs."""
+    """Give a ``read()``-only stream the ``readinto`` that :class:`io.BufferedReader` needs.
+
+    Once the stream has returned EOF it is not read again: a finished ``pipe:`` stream is
+    closed, and decoders probe for more data after the last value.
+    """
 
     def __init__(self, stream: Readable):
         self._stream = stream
+        self._eof = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._eof:
+            return 0
         data = self._stream.read(len(buffer))
+        if not data:
+            self._eof = True
         buffer[: len(data)] = data
         return len(data)
 
@@ -99,4 +108,5 @@ def msgpack_items(stream: Readable) -> Iterator[Any]:
     """Decode a concatenation of MsgPack values one value at a time."""
     import msgpack
 
-    yield from msgpack.Unpacker(stream, raw=False, max_buffer_size=1 << 31)
+    buffered = io.BufferedReader(_RawAdapter(stream), 1 << 20)
+    yield from msgpack.Unpacker(buffered, raw=False, max_buffer_size=1 << 31)

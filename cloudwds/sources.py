@@ -2,6 +2,8 @@
 
 Every shard is opened through :mod:`cloudwds.storage` and closed in a ``finally`` even when the
 consumer stops mid-shard, so abandoned ``pipe:`` commands and HTTP connections do not leak.
+A ``pipe:`` shard read to its end is drained to EOF, so a failing command raises
+:class:`~cloudwds.errors.PipeError` even when its output was a complete archive.
 While one shard is read, the next ``prefetch`` shards of this worker's list are fetched into
 the shard cache in the background (when a cache is configured).
 """
@@ -17,6 +19,7 @@ from .handlers import Handler, reraise_exception
 from .samples import cbor_items, msgpack_items, tar_samples
 from .stages import Stage
 from .storage import StorageConfig, open_shard, prefetch_shard
+from .storage.pipe import PipeReader
 from .tario import DEFAULT_BUFSIZE
 
 
@@ -27,6 +30,21 @@ def _url_and_storage(item: Any, default: StorageConfig | None) -> tuple[str, Sto
     else:
         url, storage = item, default
     return url, storage or StorageConfig.resolve()
+
+
+def _read_to_end(opened: Any) -> None:
+    """Drain a ``pipe:`` stream after the archive's end marker to collect the exit status.
+
+    The tar reader stops at the end-of-archive block; without this, a command that wrote a
+    whole archive and then failed (``pipe:cat shard.tar; exit 3``) would pass unnoticed.
+    """
+    stream = opened.stream
+    if isinstance(stream, PipeReader):
+        try:
+            while stream.read(1 << 16):
+                pass
+        except ValueError:  # already at EOF: PipeReader closed stdout and checked the status
+            pass
 
 
 class _ShardExpander(Stage):
@@ -41,6 +59,8 @@ class _ShardExpander(Stage):
         self.handler = handler
         self.storage = storage
         self.prefetch = prefetch
+
+    drain = False  # read the stream to EOF after expand() (the tar reader stops early)
 
     def expand(self, opened: Any) -> Iterator[Any]:
         raise NotImplementedError
@@ -74,6 +94,8 @@ class _ShardExpander(Stage):
                 return
             try:
                 yield from self.expand(opened)
+                if self.drain:
+                    _read_to_end(opened)
             except CloudWdsError as exn:
                 if handler(exn):
                     continue
@@ -100,6 +122,8 @@ class tarfile_to_samples(_ShardExpander):
     ):
         super().__init__(handler, storage, prefetch)
         self.bufsize = bufsize
+
+    drain = True
 
     def expand(self, opened):
         return tar_samples(opened.stream, opened.url, opened.local_path, self.bufsize)
