@@ -90,9 +90,8 @@ def test_pipe_output_with_tar_writer(tmp_path):
 
 
 def test_failing_pipe_writer_raises(tmp_path):
-    with pytest.raises(wds.PipeError):
-        with wds.TarWriter("pipe:cat > /dev/null; exit 4") as sink:
-            sink.write({"__key__": "x", "txt": "y"})
+    with pytest.raises(wds.PipeError), wds.TarWriter("pipe:cat > /dev/null; exit 4") as sink:
+        sink.write({"__key__": "x", "txt": "y"})
 
 
 def test_rewrites_map_urls_to_local_files(shards):
