@@ -57,7 +57,10 @@ def _handle(handler: Handler, exn: BaseException) -> bool:
 
 
 class map(Stage):  # noqa: A001 - webdataset's public name
-    """Apply ``f`` to every sample; ``None`` results are dropped, as in webdataset."""
+    """Apply ``f`` to every sample; ``None`` results are dropped, as in webdataset.
+
+    A dict result of a dict sample keeps the sample's ``__key__`` unless ``f`` set one.
+    """
 
     def __init__(self, f: Callable[[Any], Any], handler: Handler = reraise_exception):
         self.f = f
@@ -73,8 +76,11 @@ class map(Stage):  # noqa: A001 - webdataset's public name
                 if _handle(handler, exn):
                     continue
                 return
-            if result is not None:
-                yield result
+            if result is None:
+                continue
+            if isinstance(result, dict) and isinstance(sample, dict) and "__key__" in sample:
+                result.setdefault("__key__", sample["__key__"])  # webdataset keeps the key
+            yield result
 
 
 class select(Stage):
@@ -242,7 +248,11 @@ class map_dict(Stage):
 
 
 class rename(Stage):
-    """Rename fields: ``rename(image="jpg;png", label="cls")``; ``keep=False`` drops the rest."""
+    """Rename fields: ``rename(image="jpg;png", label="cls")``.
+
+    ``keep=True`` keeps the fields not renamed; ``keep=False`` drops them but keeps the
+    ``__key__``/``__url__`` metadata (webdataset drops that too, which loses the key).
+    """
 
     def __init__(self, handler: Handler = reraise_exception, keep: bool = True, **kw: str):
         self.kw = kw
@@ -376,23 +386,29 @@ class shuffle(Stage):
         return _shuffled(iter(src), self.bufsize, min(self.initial, self.bufsize), rng)
 
 
+_END = object()
+
+
 def _shuffled(src: Iterator[Any], bufsize: int, initial: int, rng: random.Random) -> Iterator[Any]:
+    """Buffer shuffle: hold ``initial`` samples before the first yield, then grow to ``bufsize``.
+
+    While the buffer is not full, each step pulls two samples and yields one, so the buffer
+    grows by one per yield (as webdataset's); once full, each sample in replaces one out.
+    """
     buf: list[Any] = []
     randrange = rng.randrange
+    initial = max(initial, 1)
     for sample in src:
         if len(buf) < bufsize:
+            extra = next(src, _END)
+            if extra is not _END:
+                buf.append(extra)
+        if len(buf) < initial:
             buf.append(sample)
-            if len(buf) < initial:
-                continue
-            # swap a random element to the end and pop it: O(1)
-            i = randrange(len(buf))
-            buf[i], buf[-1] = buf[-1], buf[i]
-            yield buf.pop()
-        else:
-            i = randrange(bufsize)
-            out = buf[i]
-            buf[i] = sample
-            yield out
+            continue
+        i = randrange(len(buf))
+        buf[i], sample = sample, buf[i]
+        yield sample
     rng.shuffle(buf)
     yield from buf
 
@@ -400,15 +416,22 @@ def _shuffled(src: Iterator[Any], bufsize: int, initial: int, rng: random.Random
 def default_collation_fn(
     samples: Sequence[Any], combine_tensors: bool = True, combine_scalars: bool = True
 ) -> Any:
-    """Collate tuples (or dicts) column-wise: numbers → ndarray, arrays → stacked, tensors → stacked."""
+    """Collate tuples (or dicts) column-wise: numbers → ndarray, arrays → stacked, tensors → stacked.
+
+    Tuples and lists give a tuple of columns, dicts a dict of columns; any other sample (a
+    number, an array) is a single column.
+    """
     first = samples[0]
     if isinstance(first, dict):
         keys = list(first.keys())
         return {
             k: _combine([s[k] for s in samples], combine_tensors, combine_scalars) for k in keys
         }
-    columns = list(zip(*samples, strict=True))
-    return tuple(_combine(list(c), combine_tensors, combine_scalars) for c in columns)
+    if isinstance(first, (tuple, list)):
+        columns = list(zip(*samples, strict=True))
+        return tuple(_combine(list(c), combine_tensors, combine_scalars) for c in columns)
+    # bare samples (numbers, arrays, tensors): the batch is one column
+    return _combine(list(samples), combine_tensors, combine_scalars)
 
 
 def _combine(column: list[Any], combine_tensors: bool, combine_scalars: bool) -> Any:
@@ -473,6 +496,7 @@ class unbatched(Stage):
     """Split batches back into samples: tuples/lists of columns → tuples, dicts of columns → dicts.
 
     Lists count as columns because the DataLoader's ``default_convert`` turns tuples into lists.
+    A bare array or tensor (a batch of bare samples) is split into its rows.
     """
 
     def apply(self, src, world):
@@ -486,6 +510,8 @@ class unbatched(Stage):
                     raise ValueError(f"unbatched: columns have different lengths {sorted(lengths)}")
                 for i in range(lengths.pop()):
                     yield {k: batch[k][i] for k in keys}
+            elif hasattr(batch, "shape") and len(batch.shape) > 0:
+                yield from batch  # a stacked array or tensor: rows
             else:
                 raise TypeError(f"unbatched: cannot split a {type(batch).__name__}")
 
