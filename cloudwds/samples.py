@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import DuplicateMemberError
+from .errors import DuplicateMemberError, ShardError
 from .tario import DEFAULT_BUFSIZE, Readable, iter_members
 
 Sample = dict[str, Any]
@@ -34,28 +34,41 @@ def group_members(
 ) -> Iterator[Sample]:
     """Group consecutive members of one shard into samples with ``__key__``/``__url__``.
 
-    Raises :class:`DuplicateMemberError` when one sample has the same field twice.
+    Raises :class:`DuplicateMemberError` when one sample has the same field twice. When the
+    member stream fails (truncated shard) while reading a member of the next sample, the
+    complete sample before it is still yielded, then the error is raised.
     """
     current: Sample | None = None
     current_key = None
-    for name, data in members:
-        # inlined split_name(): this loop runs once per tar member
-        slash = name.rfind("/")
-        dot = name.find(".", slash + 1)
-        if dot <= slash + 1:
-            continue
-        key = name[:dot]
-        suffix = name[dot + 1 :].lower()
-        if key != current_key:
-            if current is not None:
+    try:
+        for name, data in members:
+            # inlined split_name(): this loop runs once per tar member
+            slash = name.rfind("/")
+            dot = name.find(".", slash + 1)
+            if dot <= slash + 1:
+                continue
+            key = name[:dot]
+            suffix = name[dot + 1 :].lower()
+            if key != current_key:
+                if current is not None:
+                    yield current
+                current = {"__key__": key, "__url__": url}
+                if local_path is not None:
+                    current["__local_path__"] = local_path
+                current_key = key
+            elif suffix in current:  # type: ignore[operator]
+                raise DuplicateMemberError(
+                    f"duplicate field {suffix!r} in sample {key!r}", url, name
+                )
+            current[suffix] = data  # type: ignore[index]
+    except ShardError as exn:
+        # The shard broke while reading a member of the *next* sample: the one in hand is
+        # complete, so hand it out before the error.
+        if current is not None and exn.member is not None:
+            cut = split_name(exn.member)
+            if cut is not None and cut[0] != current_key:
                 yield current
-            current = {"__key__": key, "__url__": url}
-            if local_path is not None:
-                current["__local_path__"] = local_path
-            current_key = key
-        elif suffix in current:  # type: ignore[operator]
-            raise DuplicateMemberError(f"duplicate field {suffix!r} in sample {key!r}", url, name)
-        current[suffix] = data  # type: ignore[index]
+        raise
     if current is not None:
         yield current
 
