@@ -31,6 +31,7 @@ class WebLoader(FluidInterface):
         self.seed = default_seed(seed)
         self._next_epoch = 0
         self.length: int | None = None
+        self.nsamples: int | None = None
 
     def compose(self, *stages: Callable[..., Any]) -> WebLoader:
         new = copy.copy(self)
@@ -41,7 +42,8 @@ class WebLoader(FluidInterface):
         """Make the next iteration epoch ``epoch``, for the loader's stages and the dataset."""
         self._next_epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[Any]:
+    def _one_pass(self) -> Iterator[Any]:
+        """One pass over the DataLoader with the stages applied; uses up one epoch number."""
         epoch = self._next_epoch
         self._next_epoch += 1
         dataset = self.loader.dataset
@@ -53,40 +55,44 @@ class WebLoader(FluidInterface):
             it = apply_stage(stage, it, world)
         return it
 
+    def __iter__(self) -> Iterator[Any]:
+        if self.nsamples is None:
+            return self._one_pass()
+        return self._take(self.nsamples)
+
+    def _take(self, n: int) -> Iterator[Any]:
+        # Passes are restarted whole (DataLoader and stages), each with the next epoch.
+        count = 0
+        while count < n:
+            empty = True
+            for item in self._one_pass():
+                empty = False
+                yield item
+                count += 1
+                if count >= n:
+                    return
+            if empty:
+                return
+
     def __len__(self) -> int:
         if self.length is not None:
             return self.length
+        if self.nsamples is not None:
+            return self.nsamples
         return len(self.loader)
 
     def with_length(self, n: int) -> WebLoader:
+        """Declare ``len()``; it does not limit iteration."""
         new = copy.copy(self)
         new.length = int(n)
         return new
 
     def with_epoch(self, n: int) -> WebLoader:
-        """Yield exactly ``n`` items per iteration, continuing the loader across passes."""
+        """Yield exactly ``n`` items per iteration (after all stages), restarting as needed.
+
+        Each restart of the DataLoader is a new dataset epoch, so orders differ between passes.
+        ``-1`` undoes it.
+        """
         new = copy.copy(self)
-        new.stages = self.stages + [_TakeForever(self.loader, n)]
+        new.nsamples = None if n < 0 else int(n)
         return new
-
-
-class _TakeForever:
-    """Stage for ``WebLoader.with_epoch``: restart the loader when it runs dry."""
-
-    def __init__(self, loader: Any, n: int):
-        self.loader = loader
-        self.n = n
-
-    def __call__(self, src: Iterator[Any]) -> Iterator[Any]:
-        count = 0
-        while count < self.n:
-            empty = True
-            for item in src:
-                empty = False
-                yield item
-                count += 1
-                if count >= self.n:
-                    return
-            if empty:
-                return
-            src = iter(self.loader)
