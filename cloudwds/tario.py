@@ -16,12 +16,11 @@ fetched from the stream; ``pos`` is always at a 512-byte boundary of the archive
 
 from __future__ import annotations
 
-import io
 import tarfile
 import time
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO, Protocol
+from typing import Any, Protocol
 
 from .errors import TarFormatError, TruncatedShardError
 
@@ -387,10 +386,14 @@ def padding(size: int) -> bytes:
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
 
-class TarStreamWriter:
-    """Write regular-file members to a binary stream; ``close()`` adds the end-of-archive marker."""
+class Writable(Protocol):
+    def write(self, data: Any, /) -> Any: ...
 
-    def __init__(self, stream: BinaryIO | io.RawIOBase, mtime: float | None = None):
+
+class TarStreamWriter:
+    """Write regular-file members to a binary stream; ``finish()`` adds the end-of-archive marker."""
+
+    def __init__(self, stream: Writable, mtime: float | None = None):
         self._stream = stream
         self._mtime = mtime
         self.bytes_written = 0

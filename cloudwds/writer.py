@@ -9,6 +9,7 @@ only when the first sample for it arrives, so no empty shard is ever left behind
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,7 +51,10 @@ class _GzipSink:
         self._sink.commit()
 
     def abort(self) -> None:
-        self._sink.abort()
+        try:
+            self._gz.close()  # else GzipFile's finalizer writes its trailer into a closed sink
+        finally:
+            self._sink.abort()
 
 
 class TarWriter:
@@ -74,6 +78,8 @@ class TarWriter:
         group: str = "bigdata",
         mode: int = 0o0444,
     ):
+        if isinstance(fileobj, os.PathLike):
+            fileobj = os.fspath(fileobj)
         self.url = fileobj if isinstance(fileobj, str) else getattr(fileobj, "name", None)
         if isinstance(fileobj, str):
             if storage is None:
@@ -108,8 +114,8 @@ class TarWriter:
                 f"__key__ {key!r} has a dot in its file name; readers would split it there"
             )
         encoded = self._encode(dict(obj))
-        before = self._tar.bytes_written
-        for field in sorted(encoded):
+        members = []
+        for field in sorted(encoded):  # check every field before writing any: no half samples
             if field.startswith("__") and not self.keep_meta:
                 continue
             value = encoded[field]
@@ -117,7 +123,10 @@ class TarWriter:
                 value = value.encode("utf-8")
             if not isinstance(value, (bytes, bytearray, memoryview)):
                 raise TypeError(f"field {field!r} of {key!r} is {type(value).__name__}, not bytes")
-            self._tar.add(f"{key}.{field}", value)
+            members.append((f"{key}.{field}", value))
+        before = self._tar.bytes_written
+        for name, value in members:
+            self._tar.add(name, value)
         self.count += 1
         return self._tar.bytes_written - before
 
@@ -213,6 +222,10 @@ class ShardWriter:
             return
         writer, url = self._writer, self._url
         self._writer = None
+        if writer.count == 0:  # every write into it failed: leave no empty shard behind
+            writer.abort()
+            self.shard -= 1
+            return
         writer.close()
         assert url is not None
         self.shards.append(url)
