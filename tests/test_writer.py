@@ -226,9 +226,8 @@ def test_shard_writer_never_leaves_empty_shards(tmp_path):
         sink.write({"__key__": "two", "txt": "2"})
     assert sorted(os.listdir(tmp_path)) == ["f-0.tar", "h-0.tar", "h-1.tar"]
     assert members_of(tmp_path / "h-1.tar") == [("two.txt", b"2")]
-    with wds.ShardWriter(str(tmp_path / "i-%d.tar")) as sink:
-        with pytest.raises(ValueError):
-            sink.write({"__key__": "bad.key", "txt": "x"})
+    with wds.ShardWriter(str(tmp_path / "i-%d.tar")) as sink, pytest.raises(ValueError):
+        sink.write({"__key__": "bad.key", "txt": "x"})
     assert sink.shards == [] and not os.path.exists(tmp_path / "i-0.tar")
 
 
