@@ -34,6 +34,9 @@ def group_members(
 ) -> Iterator[Sample]:
     """Group consecutive members of one shard into samples with ``__key__``/``__url__``.
 
+    ``__local_path__`` (local files only) comes after the fields, as in webdataset, so a
+    sample prints ``{'__key__': ..., '__url__': ..., 'jpg': ...}`` like webdataset's.
+
     Raises :class:`DuplicateMemberError` when one sample has the same field twice. When the
     member stream fails (truncated shard) while reading a member of the next sample, the
     complete sample before it is still yielded, then the error is raised.
@@ -51,10 +54,10 @@ def group_members(
             suffix = name[dot + 1 :].lower()
             if key != current_key:
                 if current is not None:
+                    if local_path is not None:
+                        current["__local_path__"] = local_path
                     yield current
                 current = {"__key__": key, "__url__": url}
-                if local_path is not None:
-                    current["__local_path__"] = local_path
                 current_key = key
             elif suffix in current:  # type: ignore[operator]
                 raise DuplicateMemberError(
@@ -67,9 +70,13 @@ def group_members(
         if current is not None and exn.member is not None:
             cut = split_name(exn.member)
             if cut is not None and cut[0] != current_key:
+                if local_path is not None:
+                    current["__local_path__"] = local_path
                 yield current
         raise
     if current is not None:
+        if local_path is not None:
+            current["__local_path__"] = local_path
         yield current
 
 

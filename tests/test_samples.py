@@ -110,6 +110,8 @@ def test_metadata_fields_for_local_files(tmp_path, shards):
     path = shards.paths[0]
     got = list(wds.DataPipeline(wds.SimpleShardList(path), wds.tarfile_to_samples()))
     assert len(got) == 10
+    # fields first, __local_path__ last: the sample prints like webdataset's
+    assert list(got[0]) == ["__key__", "__url__", "txt", "cls", "__local_path__"]
     for sample, key in zip(got, shards.keys[0]):
         assert sample["__key__"] == key
         assert sample["__url__"] == path
