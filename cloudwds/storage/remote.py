@@ -199,7 +199,7 @@ class RangeReader:
         if self._closed:
             raise ValueError("read from a closed RangeReader")
         if n < 0:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 chunk = self.read(1 << 30)
                 if not chunk:
