@@ -5,19 +5,19 @@ whole shards at the start of an epoch, the unseen remainder after an elastic res
 
 1. order the pieces: permuted by ``(seed, epoch)`` (the same permutation on every rank);
 2. concatenate them into one stream of ``N`` sample positions;
-3. give each rank a contiguous ``per_rank`` positions, where ``per_rank = N // world_size``
-   (``remainder="drop"``: up to ``world_size - 1`` samples are left out) or
-   ``ceil(N / world_size)`` (``"pad"``: the stream wraps around, repeating a few samples);
-4. split each rank's share among its workers as evenly as possible (sizes differ by at most one
-   and are the same on every rank, so every rank yields the same number of batches);
-5. each worker reads its positions in windows of ``window`` samples, each window in a permuted
+3. cut the stream into ``world_size * num_workers`` contiguous slots, rank-major, sized by
+   :func:`slot_counts`: by default (``"balance"``) every sample exactly once and every worker
+   of every rank the same number of batches — so DDP never waits on a rank with one batch
+   less; ``"pad"``/``"drop"`` give equal sample counts by repeating/leaving out a few samples;
+4. each worker reads its positions in windows of ``window`` samples, each window in a permuted
    order derived from ``(seed, epoch, rank, worker, window index)``.
 
 A worker's position is one integer ``p`` (samples delivered), so the set of samples it has
 delivered is computable from the plan alone: that is what makes resume tiny and elastic.
 
-Invariants: the pieces of one plan never overlap; with ``"drop"`` every position is assigned at
-most once; with ``"pad"`` every sample is assigned at least once.
+Invariants: with ``"balance"`` and ``"drop"`` no position is assigned twice; with ``"balance"``
+and ``"pad"`` every sample is assigned (``"balance"`` repeats fewer than ``slots`` samples only
+in the corner case its docstring names).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class EpochPlan:
     """The assignment of one epoch: ``spans[rank][worker]`` lists the pieces that worker reads."""
 
     spans: tuple[tuple[tuple[Piece, ...], ...], ...]
-    per_worker: tuple[int, ...]  # samples per worker (identical on every rank)
+    counts: tuple[tuple[int, ...], ...]  # samples per [rank][worker]
     total: int  # samples in the universe (before pad/drop)
 
     def worker_spans(self, rank: int, worker: int) -> tuple[Piece, ...]:
@@ -74,18 +74,45 @@ def _take(
     return out
 
 
+def slot_counts(total: int, slots: int, remainder: str, batch_size: int = 1) -> list[int]:
+    """Samples per (rank, worker) slot, in rank-major order.
+
+    - ``"balance"``: no sample dropped or repeated, and every slot yields the same number of
+      batches of ``batch_size`` (the last one partial): counts lie in
+      ``[(nb - 1) * batch_size + 1, nb * batch_size]``. Only when ``total`` is just above a
+      multiple of ``slots * batch_size`` (fewer than ``slots`` samples over it) is that
+      impossible; then the fewest samples needed (< ``slots``) are repeated.
+    - ``"pad"``: equal counts, ``ceil(total / slots)``, repeating < ``slots`` samples.
+    - ``"drop"``: equal counts, ``total // slots``, leaving < ``slots`` samples out.
+    """
+    if total == 0:
+        return [0] * slots
+    if remainder == "drop":
+        return [total // slots] * slots
+    if remainder == "pad":
+        return [math.ceil(total / slots)] * slots
+    if remainder != "balance":
+        raise ValueError(f"remainder must be 'balance', 'pad' or 'drop', got {remainder!r}")
+    batch_size = max(1, batch_size)
+    nb = math.ceil(total / (slots * batch_size))
+    low = (nb - 1) * batch_size + 1
+    if total < slots * low:
+        return [low] * slots
+    base, extra = divmod(total, slots)
+    return [base + (1 if i < extra else 0) for i in range(slots)]
+
+
 def plan_epoch(
     pieces: Sequence[Piece],
     world_size: int,
     num_workers: int,
     seed: int,
     epoch: int,
-    remainder: str = "pad",
+    remainder: str = "balance",
     shuffle: bool = True,
+    batch_size: int = 1,
 ) -> EpochPlan:
     """Assign the pieces to ``world_size`` ranks × ``num_workers`` workers (see module doc)."""
-    if remainder not in ("pad", "drop"):
-        raise ValueError(f"remainder must be 'pad' or 'drop', got {remainder!r}")
     if world_size < 1 or num_workers < 1:
         raise ValueError(
             f"world_size and num_workers must be >= 1, got {world_size}, {num_workers}"
@@ -96,20 +123,20 @@ def plan_epoch(
     for _, start, stop in ordered:
         starts.append(total)
         total += stop - start
-    per_rank = total // world_size if remainder == "drop" else math.ceil(total / world_size)
-    base, extra = divmod(per_rank, num_workers)
-    per_worker = tuple(base + (1 if w < extra else 0) for w in range(num_workers))
+    counts = slot_counts(total, world_size * num_workers, remainder, batch_size)
     spans = []
+    begin = 0
     for rank in range(world_size):
         rank_spans = []
-        begin = rank * per_rank
         for w in range(num_workers):
-            rank_spans.append(
-                tuple(_take(ordered, starts, total, begin, per_worker[w])) if total else ()
-            )
-            begin += per_worker[w]
+            n = counts[rank * num_workers + w]
+            rank_spans.append(tuple(_take(ordered, starts, total, begin, n)) if total else ())
+            begin += n
         spans.append(tuple(rank_spans))
-    return EpochPlan(tuple(spans), per_worker, total)
+    matrix = tuple(
+        tuple(counts[r * num_workers : (r + 1) * num_workers]) for r in range(world_size)
+    )
+    return EpochPlan(tuple(spans), matrix, total)
 
 
 def window_order(
