@@ -101,6 +101,12 @@ def test_repeat(shards):
     assert keys(ds.with_epoch(12).slice(5)) == shards.keys[0][:5] * 2 + shards.keys[0][:2]
 
 
+def test_webdataset_repeat_argument(shards):
+    ds = wds.WebDataset(shards.paths[0], shardshuffle=False, repeat=True)
+    assert keys(ds.with_epoch(25)) == (shards.keys[0] * 3)[:25]
+    assert len(keys(ds.slice(3).with_epoch(10))) == 10  # repeats forever until cut
+
+
 def test_repeat_of_an_empty_pipeline_ends():
     assert list(wds.DataPipeline([], wds.map(double)).repeat()) == []
     assert list(wds.DataPipeline([], wds.map(double)).with_epoch(10)) == []
