@@ -1,0 +1,427 @@
+"""The shard index (manifest): per-shard sample counts, sizes and checksums, as one JSON file.
+
+Distributed training needs to know how many samples each shard holds (to size an epoch, to give
+every rank the same number of batches, to skip whole shards when resuming) without reading the
+shards; ``cloudwds verify`` needs checksums to tell a corrupted shard from a good one. Both read
+a manifest built once by :func:`build_index` (``cloudwds index``)::
+
+    {
+      "format": "cloudwds-index",
+      "version": 1,
+      "checksum": "sha256",
+      "num_shards": 2,
+      "total_samples": 20,
+      "total_bytes": 40960,
+      "shards": [
+        {"url": "train-000000.tar", "samples": 10, "bytes": 20480,
+         "sha256": "9f2c...", "members": 20},
+        {"url": "s3://other-bucket/extra.tar", "samples": 10, "bytes": 20480,
+         "sha256": "41d0...", "members": 20}
+      ]
+    }
+
+Shard URLs are stored relative to the manifest's directory when the shard lies under it (so a
+dataset directory can be copied or synced elsewhere with its index), absolute otherwise; they
+are resolved against the manifest's location on load, so :class:`Manifest` always holds URLs
+that can be opened as they are. ``bytes`` and ``sha256`` describe the stored object (the
+compressed bytes of a ``.tar.gz``), ``samples`` is what a reader yields (runs of consecutive
+members with the same key), ``members`` the regular files in the archive.
+
+The default place of a manifest is a file named ``cloudwds-index.json`` in the shards' common
+directory (:func:`default_index_url`); :func:`find_index` looks there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CloudWdsError, StorageError
+from .storage import StorageConfig, open_output, open_shard
+from .storage.local import local_path_of
+from .tario import iter_members
+from .urls import expand_urls
+
+__all__ = [
+    "INDEX_NAME",
+    "Manifest",
+    "ManifestError",
+    "ShardInfo",
+    "build_index",
+    "default_index_url",
+    "find_index",
+    "load_index",
+    "scan_shard",
+]
+
+INDEX_NAME = "cloudwds-index.json"
+FORMAT = "cloudwds-index"
+VERSION = 1
+
+MemberCallback = Callable[[str, bytes], None]
+
+
+class ManifestError(CloudWdsError, ValueError):
+    """A manifest that cannot be read: not JSON, not a cloudwds index, or a newer version."""
+
+    def __init__(self, message: str, url: str | None = None):
+        self.message = message
+        self.url = url
+        super().__init__(message, url)
+
+    def __str__(self) -> str:
+        return f"{self.message} (url={self.url!r})" if self.url is not None else self.message
+
+
+@dataclass
+class ShardInfo:
+    """One shard of a manifest: its URL, sample and member counts, stored size and checksum."""
+
+    url: str
+    samples: int
+    bytes: int
+    sha256: str | None = None
+    members: int = 0
+
+
+@dataclass
+class Manifest:
+    """Shard list with per-shard counts; ``url`` is where it was loaded from or last saved to."""
+
+    version: int = VERSION
+    shards: list[ShardInfo] = field(default_factory=list)
+    url: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_url: dict[str, ShardInfo] | None = None
+
+    @property
+    def total_samples(self) -> int:
+        return sum(s.samples for s in self.shards)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+    def counts(self) -> dict[str, int]:
+        """``{shard url: number of samples}`` in manifest order."""
+        return {s.url: s.samples for s in self.shards}
+
+    def get(self, url: str) -> ShardInfo | None:
+        """The entry for ``url``; local paths match however they are spelled (relative, file:)."""
+        if self._by_url is None or len(self._by_url) != len(self.shards):
+            self._by_url = {_match_key(s.url): s for s in self.shards}
+        return self._by_url.get(_match_key(url))
+
+    def covers(self, urls: str | Iterable[str]) -> bool:
+        """Whether every shard of ``urls`` (a spec or a list) has an entry."""
+        return all(self.get(u) is not None for u in expand_urls(urls))
+
+    def to_json(self, base: str | None = None) -> dict[str, Any]:
+        """The JSON document, with shard URLs made relative to the directory ``base``."""
+        shards = []
+        for s in self.shards:
+            entry = {
+                "url": _relative_to(s.url, base),
+                "samples": s.samples,
+                "bytes": s.bytes,
+                "sha256": s.sha256,
+                "members": s.members,
+            }
+            shards.append(entry)
+        checksum = "sha256" if any(s.sha256 for s in self.shards) else None
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "checksum": checksum,
+            "num_shards": len(self.shards),
+            "total_samples": self.total_samples,
+            "total_bytes": self.total_bytes,
+            "shards": shards,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, url: str | None = None) -> Manifest:
+        """Parse a manifest document; relative shard URLs are resolved against ``url``'s directory."""
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ManifestError(f'not a cloudwds index (no "format": "{FORMAT}")', url)
+        version = doc.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise ManifestError(f"bad manifest version {version!r}", url)
+        if version > VERSION:
+            raise ManifestError(
+                f"manifest version {version} is newer than this cloudwds reads ({VERSION})", url
+            )
+        base = _directory_of(url) if url is not None else None
+        shards = []
+        for i, entry in enumerate(doc.get("shards") or []):
+            try:
+                shards.append(
+                    ShardInfo(
+                        url=_resolve(str(entry["url"]), base),
+                        samples=int(entry["samples"]),
+                        bytes=int(entry["bytes"]),
+                        sha256=entry.get("sha256"),
+                        members=int(entry.get("members", 0)),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exn:
+                raise ManifestError(
+                    f"bad entry shards[{i}]: {type(exn).__name__}: {exn}", url
+                ) from None
+        return cls(version=version, shards=shards, url=url)
+
+    def save(self, url_or_path: str | None = None, storage: StorageConfig | None = None) -> str:
+        """Write the manifest atomically (it appears complete or not at all); returns its URL.
+
+        Without a target it goes to where it was loaded from, else to
+        :func:`default_index_url` of its shards. ``-`` writes to stdout.
+        """
+        target = url_or_path or self.url or default_index_url([s.url for s in self.shards])
+        base = None if target == "-" else _directory_of(target)
+        data = (json.dumps(self.to_json(base), indent=1) + "\n").encode("utf-8")
+        sink = open_output(target, storage or StorageConfig.resolve())
+        try:
+            sink.write(data)
+        except BaseException:
+            sink.abort()
+            raise
+        sink.commit()
+        if target != "-":
+            self.url = target
+        return target
+
+
+# ---------------------------------------------------------------------------------------------
+# reading shards
+# ---------------------------------------------------------------------------------------------
+
+
+class _Tally:
+    """Count (and hash) the raw bytes of a stream as the tar reader pulls them through."""
+
+    def __init__(self, stream: Any, algorithm: str | None):
+        self._stream = stream
+        self._hash = hashlib.new(algorithm) if algorithm else None
+        self.nbytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if data:
+            self.nbytes += len(data)
+            if self._hash is not None:
+                self._hash.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def hexdigest(self) -> str | None:
+        return None if self._hash is None else self._hash.hexdigest()
+
+
+def scan_shard(
+    url: str,
+    storage: StorageConfig | None = None,
+    *,
+    checksum: str | None = "sha256",
+    verify_checksums: bool = False,
+    on_member: MemberCallback | None = None,
+) -> ShardInfo:
+    """Read one shard to its end and return its :class:`ShardInfo`.
+
+    Every byte of the stored object is counted and hashed (including what follows the
+    end-of-archive marker); samples are counted the way readers group them. ``on_member`` sees
+    each regular-file member ``(name, data)`` in order. ``verify_checksums`` checks every tar
+    header's checksum, not only those without the ustar magic. Raises the reader's typed
+    errors (:class:`~cloudwds.errors.TruncatedShardError`, ``TarFormatError``,
+    ``StorageError``), which name the URL and member.
+    """
+    if checksum not in (None, "sha256"):
+        raise ValueError(f"checksum must be 'sha256' or None, got {checksum!r}")
+    storage = storage or StorageConfig.resolve()
+    with open_shard(url, storage) as opened:
+        tally = _Tally(opened.stream, checksum)
+        samples = members = 0
+        last_key: str | None = None
+        for name, data in iter_members(tally, url, verify_checksums=verify_checksums):
+            members += 1
+            if on_member is not None:
+                on_member(name, data)
+            slash = name.rfind("/")
+            dot = name.find(".", slash + 1)
+            if dot <= slash + 1:
+                continue  # no field: not part of any sample
+            key = name[:dot]
+            if key != last_key:
+                samples += 1
+                last_key = key
+        tally.drain()
+    return ShardInfo(url, samples, tally.nbytes, tally.hexdigest(), members)
+
+
+def build_index(
+    urls: str | Iterable[str],
+    storage: StorageConfig | None = None,
+    checksum: str | None = "sha256",
+    progress: bool | None = False,
+    workers: int | None = None,
+) -> Manifest:
+    """Read every shard of ``urls`` (brace patterns allowed) and return their :class:`Manifest`.
+
+    Shards are read by ``workers`` threads (default: up to 8); entries keep the order of
+    ``urls``. ``progress`` shows a tqdm bar on stderr (``None``: only on a terminal). The first
+    shard that cannot be read raises its error, naming the URL.
+    """
+    shard_urls = expand_urls(urls)
+    if not shard_urls:
+        raise ValueError(f"no shard URLs in {urls!r}")
+    storage = storage or StorageConfig.resolve()
+    nworkers = max(1, min(workers or 8, len(shard_urls)))
+    results: list[ShardInfo | None] = [None] * len(shard_urls)
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(shard_urls),
+        unit="shard",
+        desc="index",
+        disable=None if progress is None else not progress,
+    )
+    with bar, ThreadPoolExecutor(nworkers, thread_name_prefix="cloudwds-index") as pool:
+        futures = {
+            pool.submit(scan_shard, url, storage, checksum=checksum): i
+            for i, url in enumerate(shard_urls)
+        }
+        try:
+            for future in as_completed(futures):
+                info = future.result()
+                results[futures[future]] = info
+                bar.update(1)
+                bar.set_postfix(samples=sum(r.samples for r in results if r), refresh=False)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return Manifest(shards=[r for r in results if r is not None])
+
+
+def load_index(url_or_path: str, storage: StorageConfig | None = None) -> Manifest:
+    """Read a manifest from any URL the storage layer opens; shard URLs come back resolved."""
+    storage = storage or StorageConfig.resolve()
+    with open_shard(url_or_path, storage) as opened:
+        data = opened.stream.read()
+    try:
+        doc = json.loads(data)
+    except ValueError as exn:
+        raise ManifestError(f"manifest is not valid JSON: {exn}", url_or_path) from None
+    return Manifest.from_json(doc, url_or_path)
+
+
+def default_index_url(shard_urls: str | Iterable[str]) -> str:
+    """``cloudwds-index.json`` in the deepest directory that contains every shard.
+
+    Local shards give an absolute path; object-store shards must share a scheme and bucket.
+    Raises ``ValueError`` for ``pipe:``/stdin shards or shards with no common directory.
+    """
+    urls = expand_urls(shard_urls)
+    if not urls:
+        raise ValueError("no shard URLs")
+    dirs = []
+    for url in urls:
+        d = _directory_of(url)
+        if d is None:
+            raise ValueError(f"{url!r} has no directory to hold an index")
+        dirs.append(d)
+    local = [local_path_of(u) is not None for u in urls]
+    if all(local):
+        return os.path.join(os.path.commonpath(dirs), INDEX_NAME)
+    if any(local):
+        raise ValueError("shards are partly local and partly remote: no common directory")
+    parts = [d.split("/") for d in dirs]
+    common: list[str] = []
+    for column in zip(*parts):
+        if any(c != column[0] for c in column):
+            break
+        common.append(column[0])
+    if len(common) < 3 or not common[2]:  # "scheme:", "", "bucket"
+        raise ValueError(f"shards have no common bucket or host: {dirs[0]!r} ...")
+    return "/".join(common) + "/" + INDEX_NAME
+
+
+def find_index(
+    shard_urls: str | Iterable[str], storage: StorageConfig | None = None
+) -> Manifest | None:
+    """The manifest at :func:`default_index_url` of the shards, or ``None`` if there is none.
+
+    The manifest may list other shards too; use :meth:`Manifest.covers` to check it has all of
+    yours. An index that exists but cannot be parsed raises :class:`ManifestError`.
+    """
+    try:
+        url = default_index_url(shard_urls)
+    except ValueError:
+        return None
+    try:
+        return load_index(url, storage)
+    except StorageError as exn:
+        if isinstance(exn.__cause__, FileNotFoundError):
+            return None
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# relative and absolute URLs
+# ---------------------------------------------------------------------------------------------
+
+
+def _directory_of(url: str) -> str | None:
+    """The directory of a URL (absolute for local paths); ``None`` for ``-`` and ``pipe:``."""
+    if url == "-" or url.startswith("pipe:"):
+        return None
+    path = local_path_of(url)
+    if path is not None:
+        return os.path.dirname(os.path.abspath(path))
+    head, sep, _ = url.rpartition("/")
+    return head if sep else None
+
+
+def _is_absolute(url: str) -> bool:
+    return (
+        url.startswith(("/", "pipe:", "file:"))
+        or url == "-"
+        or "://" in url
+        or (len(url) > 1 and url[1] == ":")  # C:\ on Windows
+    )
+
+
+def _relative_to(url: str, base: str | None) -> str:
+    """``url`` relative to directory ``base`` when it lies under it; absolute otherwise."""
+    path = local_path_of(url)
+    if path is not None:
+        path = os.path.abspath(path)
+        if base is not None and local_path_of(base) is not None:
+            prefix = base.rstrip(os.sep) + os.sep
+            if path.startswith(prefix):
+                return path[len(prefix) :].replace(os.sep, "/")
+        return path
+    if base is not None and url.startswith(base.rstrip("/") + "/"):
+        return url[len(base.rstrip("/")) + 1 :]
+    return url
+
+
+def _resolve(url: str, base: str | None) -> str:
+    if _is_absolute(url) or base is None:
+        return url
+    if local_path_of(base) is not None:
+        return os.path.join(base, url)
+    return base.rstrip("/") + "/" + url
+
+
+def _match_key(url: str) -> str:
+    path = local_path_of(url)
+    return os.path.abspath(path) if path is not None else url
