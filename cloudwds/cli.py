@@ -1,15 +1,18 @@
 """The ``cloudwds`` command line.
 
-Subcommands are thin: each parses arguments and calls library code. Errors print one line
-and exit non-zero instead of a traceback.
+Subcommands are thin: each parses arguments and calls library code (one module per subcommand
+in :mod:`cloudwds.commands`). Errors print one line and exit non-zero instead of a traceback
+(``--traceback`` shows it); usage errors exit 2, a closed stdout pipe exits 141.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from .commands import add_global_options, register_all
 from .errors import CloudWdsError
 
 
@@ -32,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudwds", description="Stream WebDataset shards from anywhere."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_global_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_all(sub)
 
     demo = sub.add_parser(
         "demo",
@@ -58,13 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     try:
         return int(args.func(args))
-    except (CloudWdsError, OSError, ValueError) as exn:
-        print(f"cloudwds {args.command}: error: {exn}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        # The reader went away (``cloudwds cat ... | head``): stop quietly, and keep Python's
+        # exit-time flush of stdout from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         return 130
+    except Exception as exn:
+        if getattr(args, "traceback", False):
+            raise
+        if isinstance(exn, (CloudWdsError, OSError, ValueError)):
+            message = str(exn) or type(exn).__name__
+        else:  # not an error cloudwds expects: name its type, it is probably a bug
+            message = f"{type(exn).__name__}: {exn}"
+        print(f"cloudwds {name}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

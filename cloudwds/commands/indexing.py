@@ -1,0 +1,78 @@
+"""``cloudwds index``: write the manifest (per-shard sample counts, sizes, sha256)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..index import build_index, default_index_url
+from ._common import (
+    CommandError,
+    default_workers,
+    human_size,
+    note,
+    positive_int,
+    quiet,
+    shard_urls,
+    storage_from_args,
+    write_out,
+)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "index",
+        parents=[common],
+        help="write a manifest: per-shard sample counts, sizes and sha256 checksums",
+        description="Read every shard and write a manifest (JSON) with each shard's sample and "
+        "member counts, stored size and sha256. The default output is cloudwds-index.json in "
+        "the shards' common directory, where training code and 'cloudwds ls' find it. Shard "
+        "URLs under the manifest's directory are stored relative to it.",
+    )
+    p.add_argument("urls", nargs="+", metavar="URL", help="shards or brace patterns")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="URL",
+        help="where to write the manifest (any URL; '-' for stdout; "
+        "default: cloudwds-index.json next to the shards)",
+    )
+    p.add_argument(
+        "--checksum",
+        choices=("sha256", "none"),
+        default="sha256",
+        help="checksum to record (default sha256)",
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=default_workers(), help="shards read in parallel"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    storage = storage_from_args(args)
+    urls = shard_urls(args.urls)
+    output = args.output
+    if output is None:
+        try:
+            output = default_index_url(urls)
+        except ValueError as exn:
+            raise CommandError(f"{exn}; pass -o MANIFEST") from None
+    manifest = build_index(
+        urls,
+        storage,
+        checksum=None if args.checksum == "none" else args.checksum,
+        progress=False if quiet(args) else None,
+        workers=args.workers,
+    )
+    if output == "-":
+        write_out(json.dumps(manifest.to_json(None), indent=1))
+        return 0
+    manifest.save(output, storage)
+    note(
+        args,
+        f"wrote {output}: {len(manifest.shards)} shards, {manifest.total_samples} samples, "
+        f"{human_size(manifest.total_bytes)}",
+    )
+    return 0
