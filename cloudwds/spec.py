@@ -1,0 +1,650 @@
+"""YAML / JSON dataset specs: several shard collections, mixed sample by sample in set proportions.
+
+A spec names shard collections and how much of each to use::
+
+    dataset:
+      - shards: gs://bucket/ia1-{000000..000033}.tar
+        scaleprob: 0.3
+      - shards: s3://other/cdipsub-{000000..000022}.tar
+        scale: [1.0, 3.0]
+      - name: binarized
+        shards: bin-gsub-{000000..000167}.tar     # relative: next to the spec file
+        extensions: nrm.jpg txt
+        weight: 50
+
+``WebDataset("train.yaml")`` (or ``.yml``/``.json``, at any URL) reads it through
+:func:`load_spec` and draws its samples from :class:`MixedSource`.
+
+Semantics (the webdataset README shows the syntax but leaves the meaning open; these are ours):
+
+``shards`` (required)
+    A brace pattern, a ``::`` list or a list of them; any URL the storage layer opens. Relative
+    paths are relative to the directory of the spec file. ``pipe:`` shards are refused unless
+    the caller passes ``allow_pipe=True`` (a spec is data and must not run commands).
+``weight`` (default: the number of shards)
+    Relative share of the mix. The default makes an unweighted spec behave like concatenating
+    the collections, each contributing in proportion to its size (if shard sizes are similar).
+``scale`` (default 1)
+    A weight multiplier: a number, or ``[lo, hi]`` drawn uniformly once per epoch (and per
+    ``.repeat()`` cycle) from ``(seed, epoch)`` — the same value on every rank and worker.
+``scaleprob`` (default 1)
+    Subsampling: each sample drawn from the collection is kept with probability ``p`` and
+    otherwise skipped. The collection's share of the output becomes ``weight * scale * p``
+    (relative to the others) and only a fraction ``p`` of its samples is used in an epoch.
+``extensions`` (default: keep every field)
+    Space-separated fields to keep (a list works too); ``jpg;png`` keeps the first of the
+    alternatives that is present, as in ``to_tuple``. A sample lacking every alternative of an
+    item is skipped. Metadata (``__key__``, ``__url__``...) is always kept.
+``name`` (default: the file name of the first shard pattern)
+    Unique; it keys the resumable state and is added to each sample as ``__source__``.
+``resampled`` (default false, or the top-level ``resampled``)
+    Draw shards with replacement forever instead of reading each shard once per epoch.
+
+Mixing: each output sample comes from collection ``i`` with probability proportional to its
+effective weight ``weight * scale``, drawn (together with ``scaleprob``) from one RNG derived from
+``(seed, epoch, rank, worker)``. When a collection runs out it leaves the mix and the others
+continue with their weights renormalised, so an epoch uses every (kept) sample of every
+collection; with all collections resampled the mix never ends (use ``.with_epoch(n)``). Each
+collection's shards are split by rank and by worker, as in ``WebDataset``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CloudWdsError
+from .handlers import Handler, reraise_exception
+from .index import _directory_of, _resolve, find_index
+from .samples import Sample
+from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
+from .sources import tarfile_to_samples
+from .stages import Stage, apply_stage
+from .storage import StorageConfig, open_shard
+from .urls import expand_urls
+from .world import World
+
+__all__ = [
+    "CollectionSpec",
+    "DatasetSpec",
+    "MixedSource",
+    "SpecError",
+    "is_spec_url",
+    "load_spec",
+    "parse_spec",
+]
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+STATE_VERSION = 1
+_ENTRY_KEYS = ("shards", "weight", "scale", "scaleprob", "extensions", "name", "resampled")
+_TOP_KEYS = ("dataset", "resampled")
+
+
+class SpecError(CloudWdsError, ValueError):
+    """An invalid spec: ``file``, ``entry`` (index in ``dataset``) and ``field`` say where."""
+
+    def __init__(
+        self,
+        file: str,
+        entry: int | None,
+        field: str | None,
+        message: str,
+        name: str | None = None,
+    ):
+        self.file = file
+        self.entry = entry
+        self.field = field
+        self.message = message
+        self.name = name
+        super().__init__(file, entry, field, message)
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.entry is not None:
+            where.append(
+                f"dataset[{self.entry}]" + (f" ({self.name!r})" if self.name is not None else "")
+            )
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        return ": ".join(where) + ": " + self.message
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """One shard collection of a spec, validated; ``shards`` are expanded, resolved URLs."""
+
+    name: str
+    shards: tuple[str, ...]
+    weight: float
+    scale: tuple[float, float] = (1.0, 1.0)
+    scaleprob: float = 1.0
+    extensions: tuple[tuple[str, ...], ...] | None = None
+    resampled: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A validated spec: where it came from and its collections in file order."""
+
+    source: str
+    collections: tuple[CollectionSpec, ...]
+
+    def urls(self) -> list[str]:
+        """Every shard URL of every collection."""
+        return [u for c in self.collections for u in c.shards]
+
+    def collection(self, name: str) -> CollectionSpec:
+        for c in self.collections:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def is_spec_url(urls: Any) -> bool:
+    """Whether a ``WebDataset`` argument names a spec file (``.yaml``, ``.yml``, ``.json``)."""
+    if isinstance(urls, os.PathLike):
+        urls = os.fspath(urls)
+    if not isinstance(urls, str) or "::" in urls or "{" in urls:
+        return False
+    return urls.lower().endswith(SPEC_SUFFIXES)
+
+
+def load_spec(
+    path_or_url: str | os.PathLike[str],
+    allow_pipe: bool = False,
+    storage: StorageConfig | None = None,
+) -> DatasetSpec:
+    """Read and validate a YAML or JSON spec from a path or any URL the storage layer opens.
+
+    JSON is parsed as JSON when the name ends in ``.json``, anything else as YAML. Every
+    problem raises :class:`SpecError` naming the file, the entry and the field.
+    """
+    source = os.fspath(path_or_url)
+    if source.startswith("pipe:") and not allow_pipe:
+        raise SpecError(source, None, None, "reading a spec through pipe: needs allow_pipe=True")
+    with open_shard(source, storage or StorageConfig.resolve()) as opened:
+        raw = opened.stream.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exn:
+        raise SpecError(source, None, None, f"not UTF-8 text: {exn}") from None
+    if source.lower().endswith(".json"):
+        try:
+            doc = json.loads(text)
+        except ValueError as exn:
+            raise SpecError(source, None, None, f"invalid JSON: {exn}") from None
+    else:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(io.StringIO(text))
+        except yaml.YAMLError as exn:
+            raise SpecError(source, None, None, f"invalid YAML: {exn}".replace("\n", " ")) from None
+    return parse_spec(doc, source, allow_pipe=allow_pipe, base=_directory_of(source))
+
+
+def parse_spec(
+    doc: Any, source: str = "<spec>", allow_pipe: bool = False, base: str | None = None
+) -> DatasetSpec:
+    """Validate a parsed spec document; relative shard paths are resolved against ``base``."""
+    if not isinstance(doc, Mapping):
+        raise SpecError(source, None, None, "expected a mapping with a 'dataset:' list")
+    unknown = [k for k in doc if k not in _TOP_KEYS]
+    if unknown:
+        raise SpecError(
+            source, None, str(unknown[0]), f"unknown key (allowed: {', '.join(_TOP_KEYS)})"
+        )
+    default_resampled = doc.get("resampled", False)
+    if not isinstance(default_resampled, bool):
+        raise SpecError(
+            source, None, "resampled", f"must be true or false, got {default_resampled!r}"
+        )
+    entries = doc.get("dataset")
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(source, None, "dataset", "must be a non-empty list of collections")
+    collections = [
+        _parse_entry(entry, i, source, allow_pipe, base, default_resampled)
+        for i, entry in enumerate(entries)
+    ]
+    seen: dict[str, int] = {}
+    for i, c in enumerate(collections):
+        if c.name in seen and "name" not in entries[i]:  # a derived name: make it unique
+            c = collections[i] = dataclasses.replace(c, name=f"{c.name}#{i}")
+        if c.name in seen:
+            raise SpecError(
+                source,
+                i,
+                "name",
+                f"name {c.name!r} is already used by dataset[{seen[c.name]}]; names must be unique",
+                c.name,
+            )
+        seen[c.name] = i
+    if all(c.weight * c.scale[1] * c.scaleprob <= 0 for c in collections):
+        raise SpecError(source, None, "dataset", "every collection has weight 0: nothing to read")
+    return DatasetSpec(source, tuple(collections))
+
+
+def _parse_entry(
+    entry: Any, i: int, source: str, allow_pipe: bool, base: str | None, default_resampled: bool
+) -> CollectionSpec:
+    if not isinstance(entry, Mapping):
+        raise SpecError(source, i, None, f"expected a mapping with 'shards:', got {entry!r}")
+    name = entry.get("name")
+    label = name if isinstance(name, str) else None
+
+    def fail(field: str | None, message: str) -> SpecError:
+        return SpecError(source, i, field, message, label)
+
+    unknown = [k for k in entry if k not in _ENTRY_KEYS]
+    if unknown:
+        raise fail(str(unknown[0]), f"unknown key (allowed: {', '.join(_ENTRY_KEYS)})")
+    if "shards" not in entry:
+        raise fail("shards", "missing (a brace pattern or a list of URLs)")
+    patterns = entry["shards"]
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise fail("shards", f"must be a URL pattern or a list of them, got {entry['shards']!r}")
+    urls: list[str] = []
+    for pattern in patterns:
+        for part in pattern.split("::"):
+            try:
+                urls.extend(expand_urls(_resolve(part, base) if part else part))
+            except (TypeError, ValueError) as exn:
+                raise fail("shards", f"cannot expand {part!r}: {exn}") from None
+    if not urls:
+        raise fail("shards", "the pattern expands to no URLs")
+    if not allow_pipe:
+        piped = [u for u in urls if u.startswith("pipe:")]
+        if piped:
+            raise fail(
+                "shards",
+                f"pipe: URLs run shell commands and are refused unless the caller passes "
+                f"allow_pipe=True ({piped[0]!r})",
+            )
+
+    if name is None:
+        name = _default_name(patterns[0], i)
+    elif not isinstance(name, str) or not name:
+        raise fail("name", f"must be a non-empty string, got {name!r}")
+
+    weight = entry.get("weight", len(urls))
+    if not _is_number(weight) or weight < 0:
+        raise fail("weight", f"must be a number >= 0, got {weight!r}")
+
+    scale = entry.get("scale", 1.0)
+    if _is_number(scale):
+        if scale < 0:
+            raise fail("scale", f"must be >= 0, got {scale!r}")
+        lo = hi = float(scale)
+    elif (
+        isinstance(scale, list)
+        and len(scale) == 2
+        and all(_is_number(x) for x in scale)
+        and 0 <= scale[0] <= scale[1]
+    ):
+        lo, hi = float(scale[0]), float(scale[1])
+    else:
+        raise fail("scale", f"must be a number or [lo, hi] with 0 <= lo <= hi, got {scale!r}")
+
+    scaleprob = entry.get("scaleprob", 1.0)
+    if not _is_number(scaleprob) or not 0 <= scaleprob <= 1:
+        raise fail("scaleprob", f"must be a probability in [0, 1], got {scaleprob!r}")
+
+    extensions = None
+    if "extensions" in entry:
+        value = entry["extensions"]
+        items: list[str]
+        if isinstance(value, str):
+            items = value.split()
+        elif isinstance(value, list) and all(isinstance(x, str) for x in value):
+            items = [x for item in value for x in item.split()]
+        else:
+            raise fail(
+                "extensions", f"must be a string like 'jpg;png cls' or a list, got {value!r}"
+            )
+        parsed = tuple(
+            tuple(a.strip().lstrip(".").lower() for a in item.split(";") if a.strip())
+            for item in items
+        )
+        if not parsed or not all(parsed):
+            raise fail("extensions", f"names no fields: {value!r}")
+        extensions = parsed
+
+    resampled = entry.get("resampled", default_resampled)
+    if not isinstance(resampled, bool):
+        raise fail("resampled", f"must be true or false, got {resampled!r}")
+
+    return CollectionSpec(
+        name=name,
+        shards=tuple(urls),
+        weight=float(weight),
+        scale=(lo, hi),
+        scaleprob=float(scaleprob),
+        extensions=extensions,
+        resampled=resampled,
+    )
+
+
+def _default_name(pattern: str, i: int) -> str:
+    """``gs://b/ia1-{000000..000033}.tar`` → ``ia1``; ``rendered.tar`` → ``rendered``."""
+    base = pattern.split("::")[0].rstrip("/").rsplit("/", 1)[-1].split("{")[0]
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        base = base.removesuffix(suffix)
+    return base.rstrip("-_.") or f"dataset{i}"
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x  # not NaN
+
+
+# ---------------------------------------------------------------------------------------------
+# mixing
+# ---------------------------------------------------------------------------------------------
+
+
+class MixedSource(Stage):
+    """A pipeline source that mixes the samples of a spec's collections (see the module doc).
+
+    Sub-stream per collection: its shards → (``shardshuffle``: permuted by ``(seed, epoch)``)
+    → ``nodesplitter`` → ``workersplitter`` → ``tarfile_to_samples`` (resampled collections:
+    ``ResampledShards`` instead of the list and the splitters). ``resampled=True``/``False``
+    overrides every entry's ``resampled``.
+
+    Determinism: for a given ``(seed, epoch, rank, worker)`` the output is always the same.
+
+    Resuming: :meth:`state_dict` returns (JSON-serialisable)::
+
+        {"version": 1, "epoch": 0, "cycle": 0, "rank": 0, "worker": 0, "yielded": 1234,
+         "rng": [3, [...625 ints...], null],
+         "collections": {"ia1": {"consumed": 800, "yielded": 240, "exhausted": false}, ...}}
+
+    i.e. the mixing RNG's state after the last sample handed out, and per collection the
+    samples taken from its sub-stream (``consumed``, including those dropped by ``scaleprob``
+    or ``extensions``). :meth:`load_state_dict` stages it for the next iteration, which must
+    run with the same seed, epoch, rank and worker: each sub-stream is rebuilt and fast-forwarded
+    by ``consumed`` samples — whole shards are skipped without reading them when a manifest
+    (``cloudwds-index.json``) gives their sample counts — and the RNG is restored, so the mix
+    continues exactly where it stopped. The state is per process (rank and DataLoader worker).
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec | str | os.PathLike[str],
+        *,
+        handler: Handler = reraise_exception,
+        storage: StorageConfig | None = None,
+        resampled: bool | None = None,
+        shardshuffle: bool = False,
+        nodesplitter: Callable[..., Any] | None = split_by_node,
+        workersplitter: Callable[..., Any] | None = split_by_worker,
+        allow_pipe: bool = False,
+        use_index: bool = True,
+    ):
+        self.storage = storage or StorageConfig.resolve()
+        if not isinstance(spec, DatasetSpec):
+            spec = load_spec(spec, allow_pipe=allow_pipe, storage=self.storage)
+        self.spec = spec
+        self.handler = handler
+        self.resampled = resampled
+        self.shardshuffle = shardshuffle
+        self.nodesplitter = nodesplitter
+        self.workersplitter = workersplitter
+        self.use_index = use_index
+        self._staged: dict[str, Any] | None = None
+        self._run: _MixRun | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_run"] = None  # a live iteration (open shards, generators) does not travel
+        return state
+
+    def __repr__(self) -> str:
+        names = ", ".join(c.name for c in self.spec.collections)
+        return f"MixedSource({self.spec.source!r}: {names})"
+
+    def effective_weights(self, world: World) -> dict[str, float]:
+        """``weight * scale * scaleprob`` per collection for this world's epoch (output shares)."""
+        return {
+            c.name: w * c.scaleprob
+            for c, w in zip(self.spec.collections, _epoch_weights(self.spec, world))
+        }
+
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Sample]:
+        state, self._staged = self._staged, None
+        run = _MixRun(self, world, state)
+        self._run = run
+        return run.samples()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last sample handed out (a staged state before iterating)."""
+        if self._run is not None:
+            return self._run.state()
+        return dict(self._staged) if self._staged is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Stage ``state`` for the next iteration; ``{}`` means start from the beginning."""
+        if not state:
+            self._staged = None
+            return
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"MixedSource state version {state.get('version')!r} is not {STATE_VERSION}"
+            )
+        names = {c.name for c in self.spec.collections}
+        if set(state.get("collections", {})) != names:
+            raise ValueError(
+                f"state is for collections {sorted(state.get('collections', {}))}, "
+                f"but {self.spec.source} has {sorted(names)}"
+            )
+        self._staged = json.loads(json.dumps(state))  # a private copy
+        self._run = None
+
+
+def _epoch_weights(spec: DatasetSpec, world: World) -> list[float]:
+    """``weight * scale`` per collection, ``scale`` drawn from ``(seed, epoch, cycle)``."""
+    out = []
+    for c in spec.collections:
+        lo, hi = c.scale
+        if lo == hi:
+            factor = lo
+        else:
+            rng = world.rng("spec-scale", c.name, per_rank=False, per_worker=False)
+            factor = rng.uniform(lo, hi)
+        out.append(c.weight * factor)
+    return out
+
+
+class _MixRun:
+    """One iteration of a :class:`MixedSource`: the RNG, the sub-streams and their counters."""
+
+    def __init__(self, source: MixedSource, world: World, state: dict[str, Any] | None):
+        self.source = source
+        self.world = world
+        self.collections = source.spec.collections
+        self.weights = _epoch_weights(source.spec, world)
+        self.rng = world.rng("spec-mix")
+        n = len(self.collections)
+        self.consumed = [0] * n
+        self.yielded = [0] * n
+        self.exhausted = [False] * n
+        self.total = 0
+        if state:
+            self._restore(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        w = self.world
+        here = {"epoch": w.epoch, "cycle": w.cycle, "rank": w.rank, "worker": w.worker}
+        there = {k: state.get(k) for k in here}
+        if here != there:
+            raise ValueError(
+                f"MixedSource state was saved at {there} but this iteration is {here}; "
+                "set the same epoch (set_epoch) and run on the same rank and worker"
+            )
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        for i, c in enumerate(self.collections):
+            entry = state["collections"][c.name]
+            self.consumed[i] = int(entry["consumed"])
+            self.yielded[i] = int(entry["yielded"])
+            self.exhausted[i] = bool(entry["exhausted"])
+        self.total = int(state.get("yielded", sum(self.yielded)))
+
+    def state(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        w = self.world
+        return {
+            "version": STATE_VERSION,
+            "epoch": w.epoch,
+            "cycle": w.cycle,
+            "rank": w.rank,
+            "worker": w.worker,
+            "yielded": self.total,
+            "rng": [version, list(internal), gauss],
+            "collections": {
+                c.name: {
+                    "consumed": self.consumed[i],
+                    "yielded": self.yielded[i],
+                    "exhausted": self.exhausted[i],
+                }
+                for i, c in enumerate(self.collections)
+            },
+        }
+
+    def samples(self) -> Iterator[Sample]:
+        n = len(self.collections)
+        streams: list[Iterator[Sample] | None] = [None] * n
+        for i in range(n):
+            if not self.exhausted[i] and self.weights[i] > 0:
+                streams[i] = self._open(i, self.consumed[i])
+        rng = self.rng
+        try:
+            while True:
+                active = [i for i in range(n) if streams[i] is not None]
+                if not active:
+                    return
+                i = _choose(rng, active, self.weights)
+                stream = streams[i]
+                assert stream is not None
+                sample = next(stream, None)
+                if sample is None:
+                    streams[i] = None
+                    self.exhausted[i] = True
+                    _close(stream)
+                    continue
+                self.consumed[i] += 1
+                c = self.collections[i]
+                if c.scaleprob < 1.0 and rng.random() >= c.scaleprob:
+                    continue
+                if c.extensions is not None:
+                    sample = _select_fields(sample, c.extensions)
+                    if sample is None:
+                        continue
+                sample["__source__"] = c.name
+                self.yielded[i] += 1
+                self.total += 1
+                yield sample
+        finally:
+            for stream in streams:
+                if stream is not None:
+                    _close(stream)
+
+    def _open(self, i: int, skip: int) -> Iterator[Sample]:
+        """Collection ``i``'s sample stream for this world, with ``skip`` samples passed over."""
+        src = self.source
+        c = self.collections[i]
+        w = World(
+            **{
+                **vars(self.world),
+                "seed": self.world.derive_seed(
+                    "spec-collection", c.name, per_rank=False, per_worker=False
+                ),
+            }
+        )
+        resampled = c.resampled if src.resampled is None else src.resampled
+        items: Iterator[Any]
+        if resampled:
+            items = ResampledShards(list(c.shards), storage=src.storage).apply((), w)
+        else:
+            items = SimpleShardList(list(c.shards), storage=src.storage).apply((), w)
+            if src.shardshuffle:
+                listed = list(items)
+                w.rng("shardshuffle", per_rank=False, per_worker=False).shuffle(listed)
+                items = iter(listed)
+            for splitter in (src.nodesplitter, src.workersplitter):
+                if splitter is not None:
+                    items = iter(apply_stage(splitter, items, w))
+        if skip and src.use_index:
+            items, skip = self._skip_shards(c, items, skip)
+        samples = tarfile_to_samples(handler=src.handler, storage=src.storage).apply(items, w)
+        if skip:
+            return _skip_samples(samples, skip)
+        return samples
+
+    def _skip_shards(
+        self, c: CollectionSpec, items: Iterator[Any], skip: int
+    ) -> tuple[Iterator[Any], int]:
+        """Pass over whole shards whose sample count (from a manifest) fits in ``skip``."""
+        try:
+            manifest = find_index(list(c.shards), self.source.storage)
+        except Exception:  # a broken index only costs speed here
+            manifest = None
+        if manifest is None:
+            return items, skip
+        for item in items:
+            url = item["url"] if isinstance(item, dict) else item
+            info = manifest.get(url)
+            if info is None or info.samples > skip:
+                return _prepend(item, items), skip
+            skip -= info.samples
+        return iter(()), skip
+
+
+def _choose(rng: Any, active: list[int], weights: list[float]) -> int:
+    """Index ``i`` of ``active`` drawn with probability proportional to ``weights[i]``."""
+    total = sum(weights[i] for i in active)
+    x = rng.random() * total
+    for i in active:
+        x -= weights[i]
+        if x < 0:
+            return i
+    return active[-1]
+
+
+def _select_fields(sample: Sample, extensions: tuple[tuple[str, ...], ...]) -> Sample | None:
+    out = {k: v for k, v in sample.items() if k.startswith("__")}
+    for alternatives in extensions:
+        for name in alternatives:
+            if name in sample:
+                out[name] = sample[name]
+                break
+        else:
+            return None
+    return out
+
+
+def _skip_samples(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
+    it = iter(samples)
+    try:
+        for _ in range(n):
+            if next(it, None) is None:
+                return
+        yield from it
+    finally:
+        _close(it)
+
+
+def _prepend(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _close(it: Any) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
