@@ -37,12 +37,16 @@ class PipeReader:
         self._done = False
 
     def read(self, n: int = -1) -> bytes:
+        if self._done:
+            return b""
         data = self._stdout.read(n) if n >= 0 else self._stdout.read()
         if not data and n != 0:
             self._finish()
         return data
 
     def readinto(self, buf) -> int:
+        if self._done:
+            return 0
         n = self._stdout.readinto(buf)  # type: ignore[attr-defined]
         if not n:
             self._finish()
