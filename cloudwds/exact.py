@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ShardError
 from .handlers import Handler, reraise_exception
-from .partition import Piece, plan_epoch, window_order
+from .partition import Piece, _merge, delivered_and_remaining, plan_epoch, positions, window_order
 from .samples import tar_samples
 from .stages import Stage
 from .storage import StorageConfig, open_shard, prefetch_shard
@@ -35,9 +35,10 @@ class ExactEpochSource(Stage):
         urls: Sequence[str],
         counts: Sequence[int],
         storage: StorageConfig,
-        window: int = 1000,
-        remainder: str = "pad",
+        window: int = 1,
+        remainder: str = "balance",
         shuffle: bool = True,
+        batch_size: int = 1,
         handler: Handler = reraise_exception,
     ):
         if len(urls) != len(counts):
@@ -48,6 +49,7 @@ class ExactEpochSource(Stage):
         self.window = max(1, int(window))
         self.remainder = remainder
         self.shuffle = shuffle
+        self.batch_size = max(1, int(batch_size))
         self.handler = handler
         self.universe: list[Piece] | None = None  # None = all samples of all shards
         self.start_at = 0  # samples already delivered by this worker (resume)
@@ -80,7 +82,64 @@ class ExactEpochSource(Stage):
             world.epoch,
             self.remainder,
             self.shuffle,
+            self.batch_size,
         )
+
+    def remaining_after(self, states: Sequence[dict[str, Any]], world: World) -> list[Piece]:
+        """The samples of the epoch not yet delivered, given every rank's loader state.
+
+        Recomputes the plan the states were taken under, asks each old worker's spans which
+        samples its ``delivered`` count covers, and returns the rest as pieces — the universe of
+        the resumed epoch on the new topology.
+        """
+        first = states[0]
+        world_size, num_workers = int(first["world_size"]), int(first["num_workers"])
+        epoch = int(first["epoch"])
+        ranks = {int(s["rank"]) for s in states}
+        if ranks != set(range(world_size)):
+            raise ValueError(
+                f"an elastic resume needs the states of all {world_size} ranks, got ranks "
+                f"{sorted(ranks)} (gather them with WebLoader.gathered_state_dict())"
+            )
+        delivered_by: dict[tuple[int, int], int] = {}
+        universe = None
+        for state in states:
+            for worker, source in state["workers"].items():
+                if source is None:
+                    continue
+                delivered_by[(int(state["rank"]), int(worker))] = int(source.get("delivered", 0))
+                if source.get("universe") is not None:
+                    universe = [tuple(p) for p in source["universe"]]
+        pieces = (
+            universe if universe is not None else [(i, 0, n) for i, n in enumerate(self.counts)]
+        )
+        plan = plan_epoch(
+            pieces,
+            world_size,
+            num_workers,
+            world.seed,
+            epoch,
+            self.remainder,
+            self.shuffle,
+            self.batch_size,
+        )
+        seen: set[tuple[int, int]] = set()
+        rest: list[tuple[int, int]] = []
+        for rank in range(world_size):
+            for worker in range(num_workers):
+                done, remaining = delivered_and_remaining(
+                    plan.worker_spans(rank, worker),
+                    delivered_by.get((rank, worker), 0),
+                    self.window,
+                    world.seed,
+                    epoch,
+                    rank,
+                    worker,
+                )
+                seen.update(done)
+                rest.extend(positions(remaining))
+        left = sorted({p for p in rest if p not in seen})
+        return _merge(left)
 
     def apply(self, src, world):
         spans = self.plan(world).worker_spans(world.rank, world.worker)
@@ -141,3 +200,61 @@ class ExactEpochSource(Stage):
                 count += 1
         if count < stop:
             raise ShardError(f"shard has {count} samples, the index says at least {stop}", url)
+
+
+def shard_counts(urls: Sequence[str], storage: StorageConfig, index: Any = None) -> list[int]:
+    """Samples per shard, from ``index`` (a Manifest or its URL), the shards' own index, or a count.
+
+    Counting reads every shard once (through the cache, if any) and is remembered in
+    ``<cache>/counts/`` (the shard cache dir, else ``$XDG_CACHE_HOME/cloudwds``), so it happens
+    once per dataset and machine. Run ``cloudwds index`` to write a shared index instead.
+    """
+    import hashlib
+    import json
+    import logging
+    import os
+
+    from .index import Manifest, build_index, find_index, load_index
+
+    manifest = None
+    if isinstance(index, Manifest):
+        manifest = index
+    elif index is not None:
+        manifest = load_index(os.fspath(index), storage)
+    else:
+        manifest = find_index(urls, storage)
+    if manifest is not None:
+        infos = [manifest.get(u) for u in urls]
+        if all(i is not None for i in infos):
+            return [i.samples for i in infos]  # type: ignore[union-attr]
+        if index is not None:
+            missing = [u for u, i in zip(urls, infos) if i is None]
+            raise ValueError(f"the index does not list {len(missing)} shards, e.g. {missing[0]!r}")
+    root = (
+        storage.cache.cache_dir
+        if storage.cache is not None
+        else os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cloudwds"
+        )
+    )
+    digest = hashlib.sha1("\n".join(urls).encode()).hexdigest()
+    remembered = os.path.join(os.fspath(root), "counts", f"{digest}.json")
+    try:
+        with open(remembered) as f:
+            doc = json.load(f)
+        if doc.get("urls") == list(urls):
+            return [int(c) for c in doc["counts"]]
+    except (OSError, ValueError, KeyError):
+        pass
+    logging.getLogger("cloudwds").info("counting samples of %d shards for exact epochs", len(urls))
+    counted = build_index(list(urls), storage, checksum=None)
+    counts = [i.samples for i in counted.shards]
+    try:
+        os.makedirs(os.path.dirname(remembered), exist_ok=True)
+        tmp = f"{remembered}.{os.getpid()}.part"
+        with open(tmp, "w") as f:
+            json.dump({"urls": list(urls), "counts": counts}, f)
+        os.replace(tmp, remembered)
+    except OSError:
+        pass
+    return counts

@@ -2,8 +2,16 @@
 
 ``WebLoader(dataset, num_workers=4, batch_size=None).unbatched().shuffle(1000).batched(12)``
 batches inside the workers, then re-batches across workers in the main process, as in the
-webdataset README. Each ``iter()`` is one epoch: the loader tells the dataset its epoch
-*before* the workers start, so orders change per epoch even when workers are re-created.
+webdataset README. Each ``iter()`` is one epoch; ``set_epoch(n)`` chooses it.
+
+Checkpoints: with a cloudwds pipeline as dataset, every item a worker hands out travels with
+that worker's position (a few integers), and ``state_dict()`` returns, per worker, the position
+after the last item *delivered to the caller* — items prefetched by the DataLoader but not yet
+taken do not count. ``load_state_dict()`` makes the next iteration continue that epoch. Exact
+for pipelines whose main-process stages do not hold items back (``map``, ``to_tuple``...);
+a main-process ``shuffle``/``batched`` holds items in its buffer that the workers have already
+delivered, and those are skipped on resume. Resume needs workers created for the iteration
+(the default ``persistent_workers=False``).
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .pipeline import FluidInterface
+from .pipeline import DataPipeline, FluidInterface
+from .resume import StateCollate, StatefulItem, gather_states, loader_state
 from .stages import apply_stage
 from .world import current_world, default_seed
 
@@ -22,38 +31,95 @@ class WebLoader(FluidInterface):
 
     def __init__(self, dataset: Any, *args: Any, seed: int | None = None, **kwargs: Any):
         from torch.utils.data import DataLoader
+        from torch.utils.data._utils.collate import default_collate, default_convert
 
         self.dataset = dataset
-        self.loader = (
-            dataset if isinstance(dataset, DataLoader) else DataLoader(dataset, *args, **kwargs)
-        )
+        if isinstance(dataset, DataLoader):
+            self.loader = dataset
+        elif isinstance(dataset, DataPipeline) and not args:
+            inner = copy.copy(dataset)  # shares the epoch counter: set_epoch on either works
+            inner._emit_state = True
+            size = kwargs.get("batch_size", 1)
+            if size and size > 1 and getattr(dataset, "_auto_batch", False):
+                inner = inner._with_source(batch_size=int(size))  # type: ignore[attr-defined]
+                inner._epochs = dataset._epochs
+                inner._emit_state = True
+            batched = kwargs.get("batch_size", 1) is not None
+            collate = kwargs.pop("collate_fn", None) or (
+                default_collate if batched else default_convert
+            )
+            self.loader = DataLoader(inner, collate_fn=StateCollate(collate, batched), **kwargs)
+        else:
+            self.loader = DataLoader(dataset, *args, **kwargs)
         self.stages: list[Callable[..., Any]] = []
         self.seed = default_seed(seed)
-        self._next_epoch = 0
         self.length: int | None = None
         self.nsamples: int | None = None
+        self._states: dict[int, Any] = {}
+        self._epoch = 0
+        self._own_epoch = 0  # used when the dataset has no epochs of its own
 
     def compose(self, *stages: Callable[..., Any]) -> WebLoader:
         new = copy.copy(self)
         new.stages = self.stages + list(stages)
         return new
 
+    # -- epochs and state ----------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch``, for the loader's stages and the dataset."""
-        self._next_epoch = int(epoch)
-
-    def _one_pass(self) -> Iterator[Any]:
-        """One pass over the DataLoader with the stages applied; uses up one epoch number."""
-        epoch = self._next_epoch
-        self._next_epoch += 1
         dataset = self.loader.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
+        self._own_epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's position: the epoch and each worker's source state (see module doc)."""
+        world = current_world(seed=self.seed)
+        workers = max(1, self.loader.num_workers)
+        return loader_state(
+            self._epoch, world.rank, world.world_size, workers, self.seed, self._states
+        )
+
+    def gathered_state_dict(self) -> list[dict[str, Any]]:
+        """Every rank's ``state_dict()`` (all-gather); what an elastic resume needs."""
+        return gather_states(self.state_dict())
+
+    def load_state_dict(self, state: Any) -> None:
+        """Continue from ``state`` (one rank's, or the list of all ranks') at the next ``iter()``."""
+        dataset = self.loader.dataset
+        if not hasattr(dataset, "load_state_dict"):
+            raise TypeError(f"{type(dataset).__name__} cannot be resumed")
+        dataset.load_state_dict(state)
+
+    # -- iterating -----------------------------------------------------------------------
+    def _one_pass(self) -> Iterator[Any]:
+        """One pass over the DataLoader with the stages applied; uses up one epoch number."""
+        dataset = self.loader.dataset
+        if hasattr(dataset, "epoch"):
+            epoch = dataset.epoch
+        else:
+            epoch = self._own_epoch
+            self._own_epoch += 1
+        self._epoch = epoch
+        self._states = {}
         world = current_world(epoch=epoch, seed=self.seed)
-        it: Iterator[Any] = iter(self.loader)
+        it: Iterator[Any] = self._unwrap(iter(self.loader))
+        if self.loader.num_workers > 0 and isinstance(dataset, DataPipeline):
+            # The workers took their copies of a staged resume. Their epochs advance in the
+            # shared counter by themselves (see cloudwds.epochs).
+            dataset._resume = None
         for stage in self.stages:
             it = apply_stage(stage, it, world)
         return it
+
+    def _unwrap(self, it: Iterator[Any]) -> Iterator[Any]:
+        states = self._states
+        for out in it:
+            if isinstance(out, StatefulItem):
+                states[int(out.state.get("worker", 0))] = out.state.get("source")
+                yield out.item
+            else:
+                yield out
 
     def __iter__(self) -> Iterator[Any]:
         if self.nsamples is None:

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import stages as st
+from .epochs import EpochCounter
 from .handlers import Handler, reraise_exception
+from .resume import StatefulItem, normalize
 from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
 from .sources import tarfile_to_samples
 from .stages import Stage, apply_stage
@@ -110,16 +112,87 @@ class DataPipeline(_IterableBase, FluidInterface):
         self.nsamples: int | None = None
         self.repetitions: int | None = 1  # None = forever
         self.length: int | None = None
-        self._next_epoch = 0
+        self._epochs = EpochCounter()
+        self._resume: list[dict[str, Any]] | None = None  # loader states staged for next iter
+        self._emit_state = False  # set by WebLoader: items travel with the worker's state
+        self._live: dict[str, Any] | None = None  # this process's current iteration
 
     # -- running -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration epoch ``epoch`` (reshuffles shards and buffers)."""
-        self._next_epoch = int(epoch)
+        """Make the next iteration epoch ``epoch`` (reshuffles shards and buffers).
+
+        Reaches DataLoader workers too, re-created or persistent (see :mod:`cloudwds.epochs`).
+        """
+        self._epochs.set(epoch)
 
     @property
     def epoch(self) -> int:
-        return self._next_epoch
+        """The epoch the next iteration (of the main process / worker 0) will use."""
+        return self._epochs.peek()
+
+    def stateful_source(self) -> Any:
+        """The stage whose position is the pipeline's state (exact source, tar reader, mixer)."""
+        for stage in self.pipeline:
+            if hasattr(stage, "state_dict") and hasattr(stage, "load_state_dict"):
+                return stage
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """This process's (or DataLoader worker's) position in its current epoch.
+
+        A few integers, never samples: the epoch, the rank/worker coordinates and the stateful
+        source's position after the last item this pipeline handed out. See
+        :mod:`cloudwds.resume` for the schema and for what stages the guarantee covers.
+        """
+        live = self._live or {"epoch": self.epoch, **_coords(current_world(seed=self.seed))}
+        source = self.stateful_source()
+        return {
+            **live,
+            "seed": self.seed,
+            "source": None if source is None else source.state_dict(),
+        }
+
+    def load_state_dict(self, state: Any) -> None:
+        """Stage a state for the next iteration: it resumes that epoch where the state left it.
+
+        Accepts one worker's state (``state_dict()``; what torchdata's ``StatefulDataLoader``
+        stores), a ``WebLoader`` state, or a list of every rank's ``WebLoader`` states (needed to
+        resume on a different number of ranks or workers).
+        """
+        states = normalize(state)
+        self._resume = states
+        self._epochs.set(int(states[0]["epoch"]))
+
+    def _apply_resume(self, world: World) -> None:
+        states, self._resume = self._resume, None
+        if not states:
+            return
+        source = self.stateful_source()
+        if source is None:
+            raise ValueError("this pipeline has no stateful source to resume")
+        first = states[0]
+        same = (
+            int(first["world_size"]) == world.world_size
+            and int(first["num_workers"]) == world.num_workers
+            and len(states) in (1, world.world_size)
+        )
+        if same:
+            by_rank = {int(s["rank"]): s for s in states}
+            mine = by_rank.get(world.rank, first if len(states) == 1 else None)
+            if mine is None:
+                return
+            worker_state = mine["workers"].get(str(world.worker))
+            if worker_state is not None:
+                source.load_state_dict(worker_state)
+            return
+        elastic = getattr(source, "remaining_after", None)
+        if elastic is None:
+            raise ValueError(
+                "resuming on a different number of ranks or workers needs exact_epoch=True "
+                f"(was {first['world_size']} ranks x {first['num_workers']} workers, "
+                f"now {world.world_size} x {world.num_workers})"
+            )
+        source.load_state_dict({"universe": elastic(states, world), "delivered": 0})
 
     def _source_iter(self, world: World) -> Iterator[Any]:
         source = self.pipeline[0]
@@ -150,13 +223,20 @@ class DataPipeline(_IterableBase, FluidInterface):
                 return  # an empty pass would otherwise spin forever
 
     def __iter__(self) -> Iterator[Any]:
-        epoch = self._next_epoch
-        self._next_epoch += 1
-        world = current_world(epoch=epoch, seed=self.seed)
+        world = current_world(seed=self.seed)
+        world = World(**{**vars(world), "epoch": self._epochs.take(world.worker)})
+        self._apply_resume(world)
+        self._live = {"epoch": world.epoch, **_coords(world)}
         it = self._cycles(world)
         if self.nsamples is not None:
             it = itertools.islice(it, self.nsamples)
+        if self._emit_state:
+            return self._with_state(it)
         return it
+
+    def _with_state(self, it: Iterator[Any]) -> Iterator[Any]:
+        for item in it:
+            yield StatefulItem(item, self.state_dict())
 
     def __len__(self) -> int:
         if self.length is None:
@@ -167,6 +247,9 @@ class DataPipeline(_IterableBase, FluidInterface):
     def _copy(self) -> DataPipeline:
         new = copy.copy(self)
         new.pipeline = list(self.pipeline)
+        new._epochs = EpochCounter(self.epoch)  # a copy never advances the original's epochs
+        new._resume = None
+        new._live = None
         return new
 
     def compose(self, *stages: Callable[..., Any]) -> DataPipeline:
@@ -205,6 +288,15 @@ class DataPipeline(_IterableBase, FluidInterface):
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(s) for s in self.pipeline)
         return f"{type(self).__name__}(\n  {inner}\n)"
+
+
+def _coords(world: World) -> dict[str, int]:
+    return {
+        "rank": world.rank,
+        "world_size": world.world_size,
+        "worker": world.worker,
+        "num_workers": world.num_workers,
+    }
 
 
 class _ShuffleShards(Stage):
@@ -261,6 +353,11 @@ class WebDataset(DataPipeline):
         prefetch: int | None = None,
         rewrites: Any = None,
         empty_check: bool = True,
+        exact_epoch: bool = False,
+        remainder: str = "balance",
+        batch_size: int | None = None,
+        index: Any = None,
+        allow_pipe: bool = False,
         **storage_kwargs: Any,
     ):
         super().__init__(seed=seed)
@@ -273,7 +370,41 @@ class WebDataset(DataPipeline):
             **storage_kwargs,
         )
         self.storage = storage
-        if resampled:
+        from .spec import MixedSource, is_spec_url
+
+        if is_spec_url(urls):
+            self.pipeline.append(
+                MixedSource(
+                    os.fspath(urls),  # type: ignore[arg-type]
+                    handler=handler,
+                    storage=storage,
+                    resampled=True if resampled else None,
+                    shardshuffle=bool(shardshuffle),
+                    nodesplitter=nodesplitter,
+                    workersplitter=workersplitter,
+                    allow_pipe=allow_pipe,
+                )
+            )
+        elif exact_epoch:
+            if resampled:
+                raise ValueError("exact_epoch=True and resampled=True exclude each other")
+            from .exact import ExactEpochSource, shard_counts
+            from .urls import expand_urls
+
+            shard_urls = expand_urls(urls)
+            self.pipeline.append(
+                ExactEpochSource(
+                    shard_urls,
+                    shard_counts(shard_urls, storage, index),
+                    storage,
+                    remainder=remainder,
+                    shuffle=shardshuffle is None or bool(shardshuffle),
+                    batch_size=batch_size or 1,
+                    handler=handler,
+                )
+            )
+            self._auto_batch = batch_size is None
+        elif resampled:
             self.pipeline.append(ResampledShards(urls, seed=self.seed, storage=storage))
         else:
             self.pipeline.append(SimpleShardList(urls, storage=storage))
@@ -285,6 +416,41 @@ class WebDataset(DataPipeline):
                 self.pipeline.append(workersplitter)
             if empty_check:
                 self.pipeline.append(_WarnIfEmpty())
-        self.pipeline.append(tarfile_to_samples(handler=handler, storage=storage))
+        if not is_spec_url(urls) and not exact_epoch:
+            self.pipeline.append(tarfile_to_samples(handler=handler, storage=storage))
         if repeat:
             self.repetitions = None
+
+    # -- exact-epoch mode: the source does the shuffling and knows the batch size -------------
+    _auto_batch = False
+
+    def exact_source(self) -> Any:
+        from .exact import ExactEpochSource
+
+        source = self.pipeline[0] if self.pipeline else None
+        return source if isinstance(source, ExactEpochSource) else None
+
+    def _with_source(self, **changes: Any) -> WebDataset:
+        new = self._copy()
+        source = copy.copy(new.pipeline[0])
+        for key, value in changes.items():
+            setattr(source, key, value)
+        new.pipeline[0] = source
+        return new  # type: ignore[return-value]
+
+    def shuffle(self, bufsize: int = 1000, initial: int = 100, **kw: Any) -> Any:
+        """Shuffle with a buffer of ``bufsize`` samples.
+
+        In exact-epoch mode the source itself delivers each window of ``bufsize`` samples in a
+        seeded random order instead (same memory as a buffer, and resumable by position).
+        """
+        if self.exact_source() is not None:
+            return self._with_source(window=max(1, int(bufsize)))
+        return super().shuffle(bufsize, initial, **kw)
+
+    def batched(self, batchsize: int, *args: Any, **kw: Any) -> Any:
+        """Batches of ``batchsize``; in exact-epoch mode also balances the batch counts."""
+        new = super().batched(batchsize, *args, **kw)
+        if new.exact_source() is not None and self._auto_batch:
+            new = new._with_source(batch_size=int(batchsize))
+        return new

@@ -59,14 +59,45 @@ class _ShardExpander(Stage):
         self.handler = handler
         self.storage = storage
         self.prefetch = prefetch
+        self._position = (0, 0)  # (shard items finished, samples yielded from the current one)
+        self._resume: tuple[int, int] | None = None
 
     drain = False  # read the stream to EOF after expand() (the tar reader stops early)
 
     def expand(self, opened: Any) -> Iterator[Any]:
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, int]:
+        """Position in this worker's shard stream: shards finished, samples of the current one."""
+        done, in_shard = self._position
+        return {"shards_done": done, "in_shard": in_shard}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the next iteration after ``shards_done`` items and ``in_shard`` samples.
+
+        Skipped shards are not opened; the samples of the partly read shard are parsed but not
+        returned. The shard stream must be the same as when the state was taken (same seed,
+        epoch and topology).
+        """
+        self._resume = (int(state.get("shards_done", 0)), int(state.get("in_shard", 0)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_position"] = (0, 0)
+        return state
+
     def apply(self, src: Iterable[Any], world: Any) -> Iterator[Any]:
+        resume, self._resume = self._resume, None
+        return self._expand_all(src, resume or (0, 0))
+
+    def _expand_all(self, src: Iterable[Any], resume: tuple[int, int]) -> Iterator[Any]:
         items = iter(src)
+        skip_shards, skip_samples = resume
+        for _ in range(skip_shards):
+            if next(items, None) is None:
+                break
+        done = skip_shards
+        self._position = (done, 0)
         ahead: deque[Any] = deque()
         handler = self.handler
         while True:
@@ -93,7 +124,15 @@ class _ShardExpander(Stage):
                     continue
                 return
             try:
-                yield from self.expand(opened)
+                in_shard = 0
+                for sample in self.expand(opened):
+                    if skip_samples:
+                        skip_samples -= 1
+                        in_shard += 1
+                        continue
+                    in_shard += 1
+                    self._position = (done, in_shard)
+                    yield sample
                 if self.drain:
                     _read_to_end(opened)
             except CloudWdsError as exn:
@@ -108,6 +147,9 @@ class _ShardExpander(Stage):
                 return
             finally:
                 opened.close()
+                skip_samples = 0
+                done += 1
+                self._position = (done, 0)
 
 
 class tarfile_to_samples(_ShardExpander):

@@ -1,0 +1,55 @@
+"""Epoch numbers that reach DataLoader workers, whether they are re-created or persistent.
+
+Each worker slot holds the epoch its next iteration will use, in shared memory: forked workers
+inherit the mapping, spawned workers receive it while being spawned, and persistent workers see
+``set_epoch`` calls made later in the main process. A worker takes its slot's value when it
+starts an iteration and advances it, so without ``set_epoch`` every new iteration is a new epoch
+— also for a plain ``DataLoader`` whose workers are re-created (and would otherwise start from a
+fresh copy of the dataset every time).
+"""
+
+from __future__ import annotations
+
+from multiprocessing import context, sharedctypes
+from typing import Any
+
+SLOTS = 1024  # DataLoader worker ids are < num_workers; far fewer than this in practice
+
+
+class EpochCounter:
+    """Per-worker next-epoch numbers in shared memory (see module doc)."""
+
+    def __init__(self, epoch: int = 0):
+        self._slots: Any = sharedctypes.RawArray("q", SLOTS)
+        self.set(epoch)
+
+    def set(self, epoch: int) -> None:
+        """Every worker's next iteration uses ``epoch``."""
+        slots = self._slots
+        for i in range(SLOTS):
+            slots[i] = int(epoch)
+
+    def peek(self, worker: int = 0) -> int:
+        return int(self._slots[worker % SLOTS])
+
+    def take(self, worker: int = 0) -> int:
+        """The epoch for this worker's new iteration; the slot advances by one."""
+        i = worker % SLOTS
+        epoch = int(self._slots[i])
+        self._slots[i] = epoch + 1
+        return epoch
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shared memory can only travel to a process being spawned; a plain pickle (a copy of the
+        # dataset) gets its own counter starting where this one is.
+        if context.get_spawning_popen() is not None:
+            return {"slots": self._slots}
+        return {"values": list(self._slots)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "slots" in state:
+            self._slots = state["slots"]
+        else:
+            self._slots = sharedctypes.RawArray("q", SLOTS)
+            for i, v in enumerate(state["values"]):
+                self._slots[i] = v
