@@ -132,7 +132,12 @@ def run_demo(
         "samples_per_s": seen / elapsed,
         "accuracy": correct / max(seen, 1),
     }
+    stats = loader.stats()
+    result["wait_total_s"] = stats["wait_total_s"]
     if not quiet:
+        from .stats import format_stats
+
+        print(f"loader: {format_stats(stats)}")
         print(
             f"trained {epochs} epoch(s) on {seen} samples in {elapsed:.1f}s: "
             f"{result['samples_per_s']:.0f} samples/s, running accuracy {result['accuracy']:.2%}"

@@ -23,6 +23,7 @@ from .handlers import Handler, reraise_exception
 from .partition import Piece, _merge, delivered_and_remaining, plan_epoch, positions, window_order
 from .samples import tar_samples
 from .stages import Stage
+from .stats import COUNTERS, count_samples
 from .storage import StorageConfig, open_shard, prefetch_shard
 from .world import World
 
@@ -192,10 +193,12 @@ class ExactEpochSource(Stage):
         url = self.urls[shard]
         count = 0
         with open_shard(url, self.storage) as opened:
+            COUNTERS.add("shards_opened")
             for sample in tar_samples(opened.stream, url, opened.local_path):
                 if count >= stop:
                     return
                 if count >= start:
+                    count_samples()
                     yield sample
                 count += 1
         if count < stop:

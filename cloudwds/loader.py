@@ -17,19 +17,31 @@ delivered, and those are skipped on resume. Resume needs workers created for the
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .pipeline import DataPipeline, FluidInterface
 from .resume import StateCollate, StatefulItem, gather_states, loader_state
 from .stages import apply_stage
+from .stats import COUNTERS, WaitTimer, format_stats, merge, with_rates
 from .world import current_world, default_seed
+
+log = logging.getLogger("cloudwds.stats")
 
 
 class WebLoader(FluidInterface):
     """A DataLoader plus post-processing stages; every fluent call returns a new WebLoader."""
 
-    def __init__(self, dataset: Any, *args: Any, seed: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        dataset: Any,
+        *args: Any,
+        seed: int | None = None,
+        stats_interval: float | None = None,
+        **kwargs: Any,
+    ):
         from torch.utils.data import DataLoader
         from torch.utils.data._utils.collate import default_collate, default_convert
 
@@ -56,6 +68,10 @@ class WebLoader(FluidInterface):
         self.length: int | None = None
         self.nsamples: int | None = None
         self._states: dict[int, Any] = {}
+        self._worker_stats: dict[int, Any] = {}
+        self._waits = WaitTimer()
+        self.stats_interval = stats_interval
+        self._last_log = time.monotonic()
         self._epoch = 0
         self._own_epoch = 0  # used when the dataset has no epochs of its own
 
@@ -110,13 +126,53 @@ class WebLoader(FluidInterface):
             dataset._resume = None
         for stage in self.stages:
             it = apply_stage(stage, it, world)
-        return it
+        return self._timed(it)
+
+    def _timed(self, it: Iterator[Any]) -> Iterator[Any]:
+        """Measure how long each step waits for its item; log stats every ``stats_interval``."""
+        clock = time.perf_counter
+        while True:
+            t0 = clock()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            self._waits.record(clock() - t0)
+            if (
+                self.stats_interval is not None
+                and time.monotonic() - self._last_log >= self.stats_interval
+            ):
+                self._last_log = time.monotonic()
+                log.info("loader stats: %s", format_stats(self.stats()))
+            yield item
+
+    def stats(self) -> dict[str, Any]:
+        """Counters merged over this loader's workers plus data-wait times (plain dict).
+
+        ``samples``, ``shards_opened``, ``bytes_remote``/``bytes_local``/``bytes_cache`` (bytes
+        from object stores, local files, the cache), ``cache_hits``/``cache_misses``,
+        ``retries``, ``errors``, rates per second, ``cache_hit_ratio``, and ``steps`` with
+        ``wait_total_s``/``wait_mean_s``/``wait_max_s``/``wait_last_s``: the time the caller
+        spent waiting for data.
+        """
+        snaps = list(self._worker_stats.values())
+        if self.loader.num_workers == 0 or not snaps:
+            dataset = self.loader.dataset
+            snaps.append(
+                dataset._process_counters()
+                if hasattr(dataset, "_process_counters")
+                else COUNTERS.snapshot()
+            )
+        return with_rates(merge(snaps), self._waits.as_dict())
 
     def _unwrap(self, it: Iterator[Any]) -> Iterator[Any]:
         states = self._states
         for out in it:
             if isinstance(out, StatefulItem):
-                states[int(out.state.get("worker", 0))] = out.state.get("source")
+                worker = int(out.state.get("worker", 0))
+                states[worker] = out.state.get("source")
+                if out.stats is not None:
+                    self._worker_stats[worker] = out.stats
                 yield out.item
             else:
                 yield out

@@ -27,6 +27,7 @@ from .resume import StatefulItem, normalize
 from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
 from .sources import tarfile_to_samples
 from .stages import Stage, apply_stage
+from .stats import COUNTERS, with_rates
 from .storage import StorageConfig
 from .world import World, current_world, default_seed
 
@@ -236,7 +237,21 @@ class DataPipeline(_IterableBase, FluidInterface):
 
     def _with_state(self, it: Iterator[Any]) -> Iterator[Any]:
         for item in it:
-            yield StatefulItem(item, self.state_dict())
+            yield StatefulItem(item, self.state_dict(), self._process_counters())
+
+    def _process_counters(self) -> dict[str, float]:
+        snap = COUNTERS.snapshot()
+        cache = getattr(getattr(self, "storage", None), "cache", None)
+        if cache is not None:
+            cs = cache.stats()
+            snap["cache_hits"] = cs.get("hits", 0)
+            snap["cache_misses"] = cs.get("misses", 0)
+            snap["bytes_cache"] = cs.get("bytes_served_from_cache", 0)
+        return snap
+
+    def stats(self) -> dict[str, Any]:
+        """This process's loader counters and rates (see :mod:`cloudwds.stats`)."""
+        return with_rates(self._process_counters())
 
     def __len__(self) -> int:
         if self.length is None:

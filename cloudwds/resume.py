@@ -31,6 +31,7 @@ class StatefulItem:
 
     item: Any
     state: dict[str, Any]
+    stats: dict[str, Any] | None = None
 
 
 class StateCollate:
@@ -44,11 +45,13 @@ class StateCollate:
         if self.batched:
             items = list(data)
             if items and isinstance(items[-1], StatefulItem):
-                state = items[-1].state
-                return StatefulItem(self.collate_fn([i.item for i in items]), state)
+                last = items[-1]
+                return StatefulItem(
+                    self.collate_fn([i.item for i in items]), last.state, last.stats
+                )
             return self.collate_fn(items)
         if isinstance(data, StatefulItem):
-            return StatefulItem(self.collate_fn(data.item), data.state)
+            return StatefulItem(self.collate_fn(data.item), data.state, data.stats)
         return self.collate_fn(data)
 
 

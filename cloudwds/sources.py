@@ -18,6 +18,7 @@ from .errors import CloudWdsError, ShardError
 from .handlers import Handler, reraise_exception
 from .samples import cbor_items, msgpack_items, tar_samples
 from .stages import Stage
+from .stats import COUNTERS, count_samples
 from .storage import StorageConfig, open_shard, prefetch_shard
 from .storage.pipe import PipeReader
 from .tario import DEFAULT_BUFSIZE
@@ -120,9 +121,11 @@ class _ShardExpander(Stage):
             try:
                 opened = open_shard(url, storage)
             except Exception as exn:
+                COUNTERS.add("errors")
                 if handler(exn):
                     continue
                 return
+            COUNTERS.add("shards_opened")
             try:
                 in_shard = 0
                 for sample in self.expand(opened):
@@ -132,14 +135,17 @@ class _ShardExpander(Stage):
                         continue
                     in_shard += 1
                     self._position = (done, in_shard)
+                    count_samples()
                     yield sample
                 if self.drain:
                     _read_to_end(opened)
             except CloudWdsError as exn:
+                COUNTERS.add("errors")
                 if handler(exn):
                     continue
                 return
             except Exception as exn:
+                COUNTERS.add("errors")
                 wrapped = ShardError(f"{type(exn).__name__}: {exn}", url)
                 wrapped.__cause__ = exn
                 if handler(wrapped):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import StorageError
+from ..stats import COUNTERS
 from ..urls import apply_rewrites, url_scheme
 from .ais import ais_object_url
 from .config import StorageConfig
@@ -94,7 +95,9 @@ def open_shard(url: str, config: StorageConfig | None = None) -> OpenedShard:
             return OpenedShard(url, PipeReader(target[len("pipe:") :], url))
         path = local_path_of(target)
         if path is not None:
-            return OpenedShard(url, open_local(path), local_path=path)
+            stream = open_local(path)
+            COUNTERS.add("bytes_local", os.fstat(stream.fileno()).st_size)
+            return OpenedShard(url, stream, local_path=path)
         fetch = remote_fetcher(url, config)
         if config.cache is not None:
             return OpenedShard(url, config.cache.open(url, fetch))

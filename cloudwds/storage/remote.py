@@ -23,6 +23,7 @@ import fsspec
 import fsspec.asyn
 
 from ..errors import StorageError
+from ..stats import COUNTERS
 
 log = logging.getLogger("cloudwds.storage")
 
@@ -31,6 +32,42 @@ BLOCK_SIZE = 8 << 20
 READAHEAD = 2
 
 _NOT_RETRIED = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_TRANSIENT_STATUS = frozenset({408, 429})
+
+
+def _is_permanent(exn: BaseException) -> bool:
+    """Whether ``exn`` is a definite answer (no such object, no access) rather than a glitch.
+
+    fsspec's HTTP filesystem (plain ``http(s)://`` and AIStore's REST API) turns *every* failure
+    of its size lookup into ``FileNotFoundError``, chaining the real cause: a refused
+    connection or a 503 would otherwise end the read at once instead of being retried.
+    """
+    if not isinstance(exn, _NOT_RETRIED):
+        return False
+    cause = exn.__cause__
+    if not isinstance(exn, FileNotFoundError) or cause is None:
+        return True
+    status = getattr(cause, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return not (status >= 500 or status in _TRANSIENT_STATUS)
+    return not _is_network_error(cause)
+
+
+def _describe(exn: BaseException | None) -> str:
+    """``Type: message`` of the real cause (not fsspec's blanket ``FileNotFoundError``)."""
+    if isinstance(exn, FileNotFoundError) and exn.__cause__ is not None:
+        exn = exn.__cause__
+    return f"{type(exn).__name__}: {exn}"
+
+
+def _is_network_error(exn: BaseException) -> bool:
+    if isinstance(exn, ConnectionError | TimeoutError):
+        return True
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - fsspec[http] brings it
+        return False
+    return isinstance(exn, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError)
 
 
 def filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
@@ -75,9 +112,9 @@ class RetryPolicy:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
-            except _NOT_RETRIED as exn:
-                raise StorageError(f"{what} failed: {type(exn).__name__}: {exn}", url) from exn
             except Exception as exn:  # network errors differ per backend; all are transient here
+                if _is_permanent(exn):
+                    raise StorageError(f"{what} failed: {type(exn).__name__}: {exn}", url) from exn
                 last = exn
                 if attempt < self.retries:
                     delay = self.backoff * (2**attempt)
@@ -89,9 +126,10 @@ class RetryPolicy:
                         attempt + 1,
                         delay,
                     )
+                    COUNTERS.add("retries")
                     time.sleep(delay)
         raise StorageError(
-            f"{what} failed after {self.retries} retries: {type(last).__name__}: {last}", url
+            f"{what} failed after {self.retries} retries: {_describe(last)}", url
         ) from last
 
 
@@ -220,6 +258,7 @@ class RangeReader:
             out = cur[pos : pos + n]
         self._cur_pos = pos + len(out)
         self.bytes_read += len(out)
+        COUNTERS.add("bytes_remote", len(out))
         return out
 
     def readable(self) -> bool:
