@@ -169,40 +169,48 @@ class ExactEpochSource(Stage):
             index += 1
 
     def _read_pieces(self, spans: Sequence[Piece], skip: int) -> Iterator[dict[str, Any]]:
-        """Samples of ``spans`` in order, starting after the first ``skip`` positions."""
-        pieces = list(spans)
-        # merge adjacent ranges of the same shard so a shard is opened once
-        merged: list[Piece] = []
-        for shard, start, stop in pieces:
-            if merged and merged[-1][0] == shard and merged[-1][2] == start:
-                merged[-1] = (shard, merged[-1][1], stop)
-            else:
-                merged.append((shard, start, stop))
-        for k, (shard, start, stop) in enumerate(merged):
+        """Samples of ``spans`` in order, starting after the first ``skip`` positions.
+
+        Consecutive pieces of one shard (sorted, as the planner emits them) are read in a
+        single pass over the shard.
+        """
+        runs: list[tuple[int, list[tuple[int, int]]]] = []
+        for shard, start, stop in spans:
             n = stop - start
             if skip >= n:
                 skip -= n
                 continue
-            first = start + skip
-            skip = 0
-            if k + 1 < len(merged) and self.storage.cache is not None:
-                prefetch_shard(self.urls[merged[k + 1][0]], self.storage)
-            yield from self._read_range(shard, first, stop)
+            start, skip = start + skip, 0
+            if runs and runs[-1][0] == shard and runs[-1][1][-1][1] <= start:
+                runs[-1][1].append((start, stop))
+            else:
+                runs.append((shard, [(start, stop)]))
+        for k, (shard, ranges) in enumerate(runs):
+            if k + 1 < len(runs) and self.storage.cache is not None:
+                prefetch_shard(self.urls[runs[k + 1][0]], self.storage)
+            yield from self._read_ranges(shard, ranges)
 
-    def _read_range(self, shard: int, start: int, stop: int) -> Iterator[dict[str, Any]]:
+    def _read_ranges(
+        self, shard: int, ranges: Sequence[tuple[int, int]]
+    ) -> Iterator[dict[str, Any]]:
+        """The samples of one shard whose index falls in ``ranges`` (sorted, disjoint)."""
         url = self.urls[shard]
+        last = ranges[-1][1]
         count = 0
+        r = 0
         with open_shard(url, self.storage) as opened:
             COUNTERS.add("shards_opened")
             for sample in tar_samples(opened.stream, url, opened.local_path):
-                if count >= stop:
+                if count >= last:
                     return
-                if count >= start:
+                while ranges[r][1] <= count:
+                    r += 1
+                if count >= ranges[r][0]:
                     count_samples()
                     yield sample
                 count += 1
-        if count < stop:
-            raise ShardError(f"shard has {count} samples, the index says at least {stop}", url)
+        if count < last:
+            raise ShardError(f"shard has {count} samples, the index says at least {last}", url)
 
 
 def shard_counts(urls: Sequence[str], storage: StorageConfig, index: Any = None) -> list[int]:

@@ -47,13 +47,20 @@ class EpochPlan:
 def order_pieces(
     pieces: Sequence[Piece], seed: int, epoch: int, shuffle: bool = True
 ) -> list[Piece]:
-    """The epoch's piece order: a permutation by ``(seed, epoch)`` shared by all ranks."""
-    ordered = list(pieces)
+    """The epoch's piece order, shared by all ranks: shards permuted by ``(seed, epoch)``.
+
+    Pieces of one shard stay together and in sample order, so a worker reads each shard in one
+    sequential pass even when a resumed epoch's universe is fragmented into many small pieces.
+    """
+    groups: dict[int, list[Piece]] = {}
+    for piece in pieces:
+        groups.setdefault(piece[0], []).append(piece)
+    shards = sorted(groups)
     if shuffle:
         World(seed=seed, epoch=epoch).rng("pieces", per_rank=False, per_worker=False).shuffle(
-            ordered
+            shards
         )
-    return ordered
+    return [p for shard in shards for p in sorted(groups[shard], key=lambda p: p[1])]
 
 
 def _take(

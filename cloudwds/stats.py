@@ -9,6 +9,7 @@ process only. Counting costs an integer addition per sample and per storage bloc
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -48,12 +49,15 @@ class Counters:
         return out
 
     def reset(self) -> None:
+        self._lock = threading.Lock()  # a lock held by another thread at fork time stays held
         with self._lock:
             self.values = dict.fromkeys(_FIELDS, 0)
             self.started = time.monotonic()
 
 
 COUNTERS = Counters()
+# A forked DataLoader worker starts with its own zeroed counters, not a copy of its parent's.
+os.register_at_fork(after_in_child=COUNTERS.reset)
 
 
 def count_samples(n: int = 1) -> None:
