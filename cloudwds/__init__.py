@@ -23,6 +23,7 @@ from .errors import (
     TarFormatError,
     TruncatedShardError,
 )
+from .exact import ExactEpochSource
 from .handlers import (
     ignore_and_continue,
     ignore_and_stop,
@@ -30,8 +31,11 @@ from .handlers import (
     warn_and_continue,
     warn_and_stop,
 )
+from .index import Manifest, build_index, find_index, load_index
 from .loader import WebLoader
+from .offline import map_shards, process_shard
 from .pipeline import DataPipeline, FluidInterface, WebDataset
+from .resume import gather_states
 from .shards import (
     ResampledShards,
     SimpleShardList,
@@ -40,6 +44,7 @@ from .shards import (
     split_by_worker,
 )
 from .sources import cbors_to_samples, msgpack_to_samples, tarfile_to_samples
+from .spec import MixedSource, SpecError, load_spec
 from .stages import (
     Stage,
     batched,
@@ -69,13 +74,17 @@ __all__ = [
     "Decoder",
     "DecodingError",
     "DuplicateMemberError",
+    "ExactEpochSource",
     "FluidInterface",
+    "Manifest",
     "MissingKeyError",
+    "MixedSource",
     "PipeError",
     "ResampledShards",
     "ShardError",
     "ShardWriter",
     "SimpleShardList",
+    "SpecError",
     "Stage",
     "StorageConfig",
     "StorageError",
@@ -85,20 +94,27 @@ __all__ = [
     "WebDataset",
     "WebLoader",
     "batched",
+    "build_index",
     "cbors_to_samples",
     "decode",
     "default_collation_fn",
     "expand_urls",
+    "find_index",
+    "gather_states",
     "handle_extension",
     "ignore_and_continue",
     "ignore_and_stop",
     "imagehandler",
+    "load_index",
+    "load_spec",
     "make_decoder",
     "make_encoder",
     "map",
     "map_dict",
+    "map_shards",
     "map_tuple",
     "msgpack_to_samples",
+    "process_shard",
     "rename",
     "rename_keys",
     "reraise_exception",
