@@ -123,12 +123,23 @@ class Sink(Protocol):
 
 
 class _RemoteUpload:
-    """Spool to a local temp file, upload on commit: the object appears only when complete."""
+    """Spool to a local temp file, upload on commit: the object appears only when complete.
+
+    AIStore routing (``USE_AIS_FOR``) is for reads: a ``gs://``/``s3://`` shard is written to
+    the cloud itself, with the user's ``storage_options``. Only ``ais://`` shards are written
+    through the AIStore REST API (``PUT /v1/objects/...``).
+    """
 
     def __init__(self, url: str, config: StorageConfig):
         self.url = url
         self._config = config
-        self._fs, self._path = filesystem(resolve(url, config), config.storage_options)
+        target = apply_rewrites(url, config.rewrites)
+        self._put_kwargs: dict[str, Any] = {}
+        if url_scheme(target) == "ais":
+            self._fs, self._path = filesystem(resolve(url, config), None)
+            self._put_kwargs["method"] = "put"  # AIStore's object API; fsspec HTTP posts
+        else:
+            self._fs, self._path = filesystem(target, config.storage_options)
         self._tmp = tempfile.NamedTemporaryFile(
             prefix="cloudwds-upload-", suffix=".tar", delete=False
         )
@@ -140,7 +151,9 @@ class _RemoteUpload:
         self._tmp.close()
         try:
             self._config.retry.run(
-                "upload", self.url, lambda: self._fs.put_file(self._tmp.name, self._path)
+                "upload",
+                self.url,
+                lambda: self._fs.put_file(self._tmp.name, self._path, **self._put_kwargs),
             )
         finally:
             os.unlink(self._tmp.name)

@@ -32,6 +32,9 @@ BLOCK_SIZE = 8 << 20
 READAHEAD = 2
 
 _NOT_RETRIED = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# Programming and configuration errors (a storage option the client does not take, a missing
+# filesystem package): the same call fails the same way every time, so fail at once.
+_BUGS = (TypeError, NotImplementedError, ImportError)
 _TRANSIENT_STATUS = frozenset({408, 429})
 
 
@@ -42,6 +45,8 @@ def _is_permanent(exn: BaseException) -> bool:
     of its size lookup into ``FileNotFoundError``, chaining the real cause: a refused
     connection or a 503 would otherwise end the read at once instead of being retried.
     """
+    if isinstance(exn, _BUGS):
+        return True
     if not isinstance(exn, _NOT_RETRIED):
         return False
     cause = exn.__cause__
