@@ -16,6 +16,16 @@ from typing import Any
 SLOTS = 1024  # DataLoader worker ids are < num_workers; far fewer than this in practice
 
 
+def _dataloader_worker() -> int | None:
+    """The DataLoader worker id of this process, None outside DataLoader workers."""
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:
+        return None
+    info = get_worker_info()
+    return None if info is None else int(info.id)
+
+
 class EpochCounter:
     """Per-worker next-epoch numbers in shared memory (see module doc)."""
 
@@ -24,8 +34,17 @@ class EpochCounter:
         self.set(epoch)
 
     def set(self, epoch: int) -> None:
-        """Every worker's next iteration uses ``epoch``."""
+        """Every worker's next iteration uses ``epoch``.
+
+        Called inside a DataLoader worker (``load_state_dict`` run there by torchdata's
+        ``StatefulDataLoader``), only that worker's slot is set: the other workers share the
+        memory and may already have taken and advanced theirs, which this must not undo.
+        """
         slots = self._slots
+        worker = _dataloader_worker()
+        if worker is not None:
+            slots[worker % SLOTS] = int(epoch)
+            return
         for i in range(SLOTS):
             slots[i] = int(epoch)
 
