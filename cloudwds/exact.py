@@ -53,8 +53,9 @@ class ExactEpochSource(Stage):
         self.batch_size = max(1, int(batch_size))
         self.handler = handler
         self.universe: list[Piece] | None = None  # None = all samples of all shards
-        self.start_at = 0  # samples already delivered by this worker (resume)
         self.delivered = 0  # live counter while iterating
+        # A loaded state (universe, samples already delivered) for the next iteration only.
+        self._staged: tuple[list[Piece] | None, int] | None = None
 
     # -- state ---------------------------------------------------------------------------
     def pieces(self) -> list[Piece]:
@@ -69,9 +70,15 @@ class ExactEpochSource(Stage):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration (only) resume ``state``; later ones read whole epochs.
+
+        Until that iteration starts, ``state_dict()`` already reports the loaded position: a
+        checkpoint taken before the resumed worker delivers anything must not rewind it.
+        """
         universe = state.get("universe")
-        self.universe = None if universe is None else [tuple(p) for p in universe]  # type: ignore[misc]
-        self.start_at = int(state.get("delivered", 0))
+        pieces = None if universe is None else [tuple(p) for p in universe]
+        self._staged = (pieces, int(state.get("delivered", 0)))  # type: ignore[assignment]
+        self.universe, self.delivered = self._staged
 
     # -- reading -------------------------------------------------------------------------
     def plan(self, world: World):
@@ -143,8 +150,10 @@ class ExactEpochSource(Stage):
         return _merge(left)
 
     def apply(self, src, world):
+        staged, self._staged = self._staged, None
+        self.universe, start_at = staged if staged is not None else (None, 0)
+        self.delivered = start_at
         spans = self.plan(world).worker_spans(world.rank, world.worker)
-        start_at, self.start_at = self.start_at, 0
         return self._deliver(spans, start_at, world)
 
     def _deliver(self, spans: Sequence[Piece], start_at: int, world: World) -> Iterator[Any]:
