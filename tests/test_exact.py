@@ -1,0 +1,187 @@
+"""Exact epochs (``exact_epoch=True``) through real DataLoader workers, over uneven shards."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import pytest
+from dist_support import (
+    SIZES,
+    batch_keys,
+    batches_per_worker,
+    flat_keys,
+    tag_worker,
+    uneven_shards,
+)
+from torch.utils.data import DataLoader
+
+import cloudwds as wds
+from cloudwds.index import build_index
+from cloudwds.partition import slot_counts
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # remembered sample counts
+    for var in ("RANK", "WORLD_SIZE", "WDS_SEED"):
+        monkeypatch.delenv(var, raising=False)
+    return uneven_shards(tmp_path)
+
+
+def exact(data, **kw):
+    kw.setdefault("seed", 7)
+    return wds.WebDataset(data.paths, exact_epoch=True, **kw)
+
+
+@pytest.mark.parametrize("batch_size", [3, 4, 5])
+def test_every_key_once_and_equal_batch_counts_per_worker(data, batch_size):
+    ds = exact(data).shuffle(16).map(tag_worker)
+    loader = wds.WebLoader(ds, num_workers=2, batch_size=batch_size)
+    batches = list(loader)
+    keys = flat_keys(batches)
+    assert sorted(keys) == sorted(data.keys)  # every key exactly once
+    per_worker = batches_per_worker(batches)
+    assert set(per_worker) == {0, 1}
+    assert per_worker[0] == per_worker[1]
+    assert all(len(b["__key__"]) <= batch_size for b in batches)
+
+
+def test_batched_in_the_dataset_balances_too(data):
+    ds = exact(data).shuffle(10).map(tag_worker).batched(4)
+    batches = list(DataLoader(ds, num_workers=2, batch_size=None))
+    assert sorted(flat_keys(batches)) == sorted(data.keys)
+    per_worker = batches_per_worker(batches)
+    assert per_worker[0] == per_worker[1] == 14  # 110 samples: 55 per worker, 14 batches
+
+
+def _per_rank(data, world_size, monkeypatch, make, batch_size=4):
+    """Run every rank (RANK/WORLD_SIZE) in turn, 2 workers each; batches per rank."""
+    monkeypatch.setenv("WORLD_SIZE", str(world_size))
+    out = []
+    for rank in range(world_size):
+        monkeypatch.setenv("RANK", str(rank))
+        loader = wds.WebLoader(make().map(tag_worker), num_workers=2, batch_size=batch_size)
+        out.append(list(loader))
+    return out
+
+
+def test_ranks_times_workers_partition_with_equal_batches(data, monkeypatch):
+    ranks = _per_rank(data, 3, monkeypatch, lambda: exact(data).shuffle(16))
+    keys = [k for batches in ranks for k in flat_keys(batches)]
+    assert sorted(keys) == sorted(data.keys)
+    counts = [batches_per_worker(batches) for batches in ranks]
+    assert len({n for c in counts for n in c.values()}) == 1, counts
+    assert len({len(batches) for batches in ranks}) == 1
+
+
+def test_pad_repeats_a_few_samples_for_equal_counts(data, monkeypatch):
+    ranks = _per_rank(data, 3, monkeypatch, lambda: exact(data, remainder="pad"))
+    keys = [k for batches in ranks for k in flat_keys(batches)]
+    slots = 6
+    per_slot = -(-data.total // slots)
+    assert len(keys) == slots * per_slot
+    assert set(keys) == set(data.keys)  # nothing left out
+    assert len(keys) - len(set(keys)) < slots
+    for batches in ranks:
+        per_worker = collections.Counter(int(w) for b in batches for w in b["worker"])
+        assert sorted(per_worker.values()) == [per_slot, per_slot]
+
+
+def test_drop_leaves_out_a_few_samples_for_equal_counts(data, monkeypatch):
+    ranks = _per_rank(data, 3, monkeypatch, lambda: exact(data, remainder="drop"))
+    keys = [k for batches in ranks for k in flat_keys(batches)]
+    slots = 6
+    assert len(keys) == len(set(keys)) == slots * (data.total // slots)  # no repeats
+    assert set(keys) <= set(data.keys)
+    for batches in ranks:
+        per_worker = collections.Counter(int(w) for b in batches for w in b["worker"])
+        assert sorted(per_worker.values()) == [data.total // slots] * 2
+
+
+def test_balance_corner_case_repeats_fewer_than_slots(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    small = uneven_shards(tmp_path, [5, 4, 8])  # 17 = 2 workers * 2 batches * 4 + 1
+    assert slot_counts(17, 2, "balance", 4) == [9, 9]  # the documented corner case
+    ds = wds.WebDataset(small.paths, exact_epoch=True, seed=1).map(tag_worker)
+    batches = list(wds.WebLoader(ds, num_workers=2, batch_size=4))
+    keys = flat_keys(batches)
+    assert set(keys) == set(small.keys) and len(keys) == 18
+    assert batches_per_worker(batches) == {0: 3, 1: 3}
+
+
+def test_same_seed_same_order_other_epoch_or_seed_other_order(data):
+    def run(seed, epoch=None):
+        ds = exact(data, seed=seed).shuffle(16)
+        if epoch is not None:
+            ds.set_epoch(epoch)
+        return flat_keys(DataLoader(ds, num_workers=2, batch_size=4))
+
+    first = run(3)
+    assert first == run(3)
+    assert sorted(first) == sorted(data.keys)
+    assert run(3, epoch=1) != first
+    assert sorted(run(3, epoch=1)) == sorted(first)
+    assert run(4) != first
+    assert run(3, epoch=1) == run(3, epoch=1)
+
+
+def test_without_shuffling_reads_in_shard_order(data):
+    ds = exact(data, shardshuffle=False)
+    assert [s["__key__"] for s in ds] == data.keys  # one process: one slot, in order
+
+
+def test_main_process_epochs_without_dataloader(data):
+    ds = exact(data).shuffle(8)
+    epochs = [[s["__key__"] for s in ds] for _ in range(3)]
+    for keys in epochs:
+        assert sorted(keys) == sorted(data.keys)
+    assert epochs[0] != epochs[1] != epochs[2]
+    ds.set_epoch(1)
+    assert [s["__key__"] for s in ds] == epochs[1]
+
+
+def test_counts_from_an_index_next_to_the_shards(data, tmp_path):
+    build_index(data.paths).save(
+        os.path.join(os.path.dirname(data.paths[0]), "cloudwds-index.json")
+    )
+    ds = exact(data)
+    assert ds.exact_source().counts == list(SIZES)
+    assert not (tmp_path / "xdg").exists()  # nothing was counted
+    assert sorted(s["__key__"] for s in ds) == sorted(data.keys)
+
+
+def test_counts_are_counted_once_and_remembered(data, tmp_path):
+    ds = exact(data)
+    assert ds.exact_source().counts == list(SIZES)
+    remembered = list((tmp_path / "xdg" / "cloudwds" / "counts").iterdir())
+    assert len(remembered) == 1
+    doc = json.loads(remembered[0].read_text())
+    assert doc["counts"] == list(SIZES)
+    os.remove(data.paths[0])  # the remembered counts are used: the shards are not read again
+    assert exact(data).exact_source().counts == list(SIZES)
+
+
+def test_an_index_that_overstates_a_shard_is_an_error(data, tmp_path):
+    index = build_index(data.paths)
+    path = str(tmp_path / "index.json")
+    index.save(path)
+    doc = json.loads(open(path).read())
+    doc["shards"][1]["samples"] += 3
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    ds = exact(data, index=path, shardshuffle=False)
+    with pytest.raises(wds.ShardError):
+        list(ds)
+
+
+def test_exact_and_resampled_exclude_each_other(data):
+    with pytest.raises(ValueError):
+        wds.WebDataset(data.paths, exact_epoch=True, resampled=True)
+
+
+def test_batches_keep_keys_and_fields_together(data):
+    loader = wds.WebLoader(exact(data).shuffle(16), num_workers=2, batch_size=4)
+    for batch in loader:
+        assert [t for t in batch["txt"]] == [k.encode() for k in batch_keys(batch)]
