@@ -102,6 +102,8 @@ def map_shards(
     ``inputs``/``outputs`` are URL lists or brace patterns of equal length. Without ``client``
     a ``LocalCluster`` (processes, loopback only) is started for the job and stopped after.
     ``fn`` must be picklable (a module-level function). Results come back in input order.
+    When shards fail, the others still run to completion; then the first failure (in input
+    order) is raised, with a note naming how many failed.
     """
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
@@ -120,6 +122,9 @@ def map_shards(
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # no dashboard; the scheduler's small HTTP server on a free loopback port (else it
+            # takes 8787, or warns when another cluster holds that)
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         )
         client = Client(own)
     job = uuid.uuid4().hex[:8]
@@ -132,10 +137,27 @@ def map_shards(
         ]
         index = {f.key: n for n, f in enumerate(futures)}
         results: list[ShardResult | None] = [None] * len(futures)
+        failed: dict[int, BaseException] = {}
+        # Every shard runs to its end even when some fail: the finished ones are published and
+        # a re-run only redoes the failed ones. (Raising at the first failure would release the
+        # other futures and cancel shards still queued.)
         for future in tqdm(
             as_completed(futures), total=len(futures), unit="shard", disable=not progress
         ):
-            results[index[future.key]] = future.result()
+            n = index[future.key]
+            try:
+                results[n] = future.result()
+            except Exception as exn:
+                failed[n] = exn
+        if failed:
+            first = min(failed)
+            error = failed[first]
+            error.add_note(
+                f"cloudwds.offline.map_shards: {len(failed)} of {len(futures)} shards failed "
+                f"(first {ins[first]!r} -> {outs[first]!r}); the others were written, and a "
+                "re-run only redoes the failed ones"
+            )
+            raise error
         return [r for r in results if r is not None]
     finally:
         if own is not None:
