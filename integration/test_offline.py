@@ -1,0 +1,144 @@
+"""Offline shard jobs on a Dask LocalCluster: bucket to bucket on the moto S3 endpoint.
+
+Dask workers are separate processes: the storage options travel explicitly, and the sample
+functions are module-level (pickled by reference, imported by the workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import cloudwds as wds
+from cloudwds.offline import ShardResult, map_shards
+
+from .servers import S3Endpoint
+from .shards import ShardSet, make_shards
+
+SIZES = [3, 12, 7, 1, 9]
+FAILING = "shard-000002.tar"
+
+
+def shout(sample: dict[str, Any]) -> dict[str, Any]:
+    """The job: upper-case the text, keep the rest."""
+    return {
+        "__key__": sample["__key__"],
+        "txt": sample["txt"].upper(),
+        "cls": sample["cls"],
+        "bin": sample["bin"],
+    }
+
+
+def shout_but_fail_on_one_shard(sample: dict[str, Any]) -> dict[str, Any]:
+    """The job with a bug hitting one shard midway (after its first sample was written)."""
+    if sample["__url__"].endswith(FAILING) and sample["__key__"] != FIRST_OF_FAILING:
+        raise RuntimeError(f"cannot process {sample['__key__']}")
+    return shout(sample)
+
+
+FIRST_OF_FAILING = f"sample{sum(SIZES[:2]):06d}"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+class Job:
+    def __init__(self, server: S3Endpoint):
+        self.server = server
+        self.shards: ShardSet = make_shards(len(SIZES), SIZES, bin_size=64)
+        self.src, self.dst = server.new_bucket("src"), server.new_bucket("dst")
+        self.shards.upload(server.fs, f"{self.src}/in")
+        self.inputs = self.shards.pattern(server.url(f"{self.src}/in"))
+        self.outputs = self.shards.pattern(server.url(f"{self.dst}/out"))
+        self.opts = {
+            "storage_options": server.storage_options,
+            "output_storage_options": server.storage_options,
+        }
+
+    def run(self, fn: Any, client: Any) -> list[ShardResult]:
+        return map_shards(fn, self.inputs, self.outputs, client=client, progress=False, **self.opts)
+
+    def written(self) -> list[str]:
+        """Every object in the output bucket (temporary or partial ones included)."""
+        self.server.fs.invalidate_cache()
+        return sorted(p.rsplit("/", 1)[1] for p in self.server.fs.find(self.dst))
+
+    def read_back(self) -> dict[str, dict[str, Any]]:
+        ds = wds.WebDataset(
+            self.shards.urls(self.server.url(f"{self.dst}/out")),
+            storage_options=self.server.storage_options,
+        )
+        return {s["__key__"]: s for s in ds}
+
+
+@pytest.fixture
+def job(s3_server: S3Endpoint) -> Job:
+    return Job(s3_server)
+
+
+def test_bucket_to_bucket_then_rerun_skips_everything(job: Job, client: Any) -> None:
+    results = job.run(shout, client)
+    assert [r.input.rsplit("/", 1)[1] for r in results] == job.shards.names  # input order
+    assert [(r.samples_in, r.samples_out, r.skipped) for r in results] == [
+        (n, n, False) for n in SIZES
+    ]
+    assert job.written() == job.shards.names
+    out = job.read_back()
+    assert sorted(out) == sorted(job.shards.keys)  # the same samples
+    for sample in job.shards.samples:
+        got = out[sample.key]
+        assert got["txt"] == sample.members["txt"].upper()
+        assert got["cls"] == sample.members["cls"] and got["bin"] == sample.members["bin"]
+
+    info = {n: job.server.fs.info(f"{job.dst}/out/{n}")["ETag"] for n in job.shards.names}
+    assert all(job.server.get_count(f"{job.src}/in/{n}") > 0 for n in job.shards.names)
+    job.server.reset_counts()
+    again = job.run(shout, client)
+    assert all(r.skipped for r in again) and len(again) == len(SIZES)
+    assert [job.server.get_count(f"{job.src}/in/{n}") for n in job.shards.names] == [0] * len(
+        SIZES
+    )  # no input was read again
+    job.server.fs.invalidate_cache()
+    assert {n: job.server.fs.info(f"{job.dst}/out/{n}")["ETag"] for n in job.shards.names} == info
+
+
+def test_a_failing_shard_leaves_no_output_and_a_rerun_completes_it(job: Job, client: Any) -> None:
+    with pytest.raises(RuntimeError, match="cannot process") as raised:
+        job.run(shout_but_fail_on_one_shard, client)
+    assert any("1 of 5 shards failed" in note for note in raised.value.__notes__)
+    expected = [n for n in job.shards.names if n != FAILING]
+    assert job.written() == expected  # the others are complete, the failed one is absent
+    results = job.run(shout, client)
+    assert [r.skipped for r in results] == [n != FAILING for n in job.shards.names]
+    redone = results[job.shards.names.index(FAILING)]
+    assert redone.samples_in == redone.samples_out == SIZES[2]
+    assert job.written() == job.shards.names
+    assert sorted(job.read_back()) == sorted(job.shards.keys)
+
+
+def test_own_local_cluster(job: Job) -> None:
+    """Without a client, map_shards starts (and stops) a LocalCluster for the job."""
+    results = map_shards(
+        shout, job.inputs, job.outputs, progress=False, overwrite=False, **job.opts
+    )
+    assert sum(r.samples_out for r in results) == sum(SIZES)
+    assert job.written() == job.shards.names
