@@ -31,7 +31,8 @@ class EpochCounter:
 
     def __init__(self, epoch: int = 0):
         self._slots: Any = sharedctypes.RawArray("q", SLOTS)
-        self.set(epoch)
+        for i in range(SLOTS):  # every slot, also for a counter created inside a worker
+            self._slots[i] = int(epoch)
 
     def set(self, epoch: int) -> None:
         """Every worker's next iteration uses ``epoch``.
@@ -48,7 +49,11 @@ class EpochCounter:
         for i in range(SLOTS):
             slots[i] = int(epoch)
 
-    def peek(self, worker: int = 0) -> int:
+    def peek(self, worker: int | None = None) -> int:
+        """The epoch ``worker``'s next iteration will use (default: this process's worker slot,
+        slot 0 outside DataLoader workers)."""
+        if worker is None:
+            worker = _dataloader_worker() or 0
         return int(self._slots[worker % SLOTS])
 
     def take(self, worker: int = 0) -> int:
