@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 from dist_support import flat_keys, uneven_shards
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import cloudwds as wds
 from cloudwds.epochs import EpochCounter
@@ -52,6 +52,24 @@ def test_counter_pickle_is_an_independent_copy():
     assert copy.peek(0) == 3 and copy.peek(1) == 2
     copy.take(0)
     assert c.peek(0) == 3  # the original did not move
+
+
+class _CounterInWorker(IterableDataset):
+    """Creates a counter inside each worker and reports what it holds."""
+
+    def __iter__(self):
+        counter = EpochCounter(5)
+        counter.take(get_worker_info().id)
+        counter.set(9)  # inside a worker: this worker's slot only
+        yield get_worker_info().id, [counter.peek(w) for w in range(3)], counter.peek()
+
+
+def test_counter_inside_a_worker():
+    got = sorted(DataLoader(_CounterInWorker(), num_workers=2, batch_size=None))
+    assert [(w, list(slots), int(own)) for w, slots, own in got] == [
+        (0, [9, 5, 5], 9),
+        (1, [5, 9, 5], 9),
+    ]
 
 
 # -- re-created workers: plain torch DataLoader -------------------------------------------------

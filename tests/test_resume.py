@@ -348,3 +348,12 @@ def test_stateful_dataloader_state_at_the_start_of_an_epoch(data, mode):
     resumed = stateful_loader(STATEFUL[mode](data), num_workers=0)
     resumed.load_state_dict(state)
     assert flat_keys(resumed) == epoch1
+
+
+@pytest.mark.xfail(strict=True, reason=LEAD_BUG)
+def test_webloader_state_records_the_dataset_seed(data):
+    """Bug (loader.py, ``WebLoader.state_dict``): it records the loader's own ``seed`` argument
+    (0 here) instead of the dataset's (11), whose orders the positions refer to."""
+    loader = wds.WebLoader(exact_mode(data), num_workers=0, batch_size=4)
+    next(iter(loader))
+    assert loader.state_dict()["seed"] == 11
