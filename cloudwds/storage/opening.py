@@ -20,7 +20,8 @@ from .ais import ais_object_url
 from .config import StorageConfig
 from .local import AtomicLocalFile, local_path_of, open_local, open_stdin
 from .pipe import PipeReader, PipeWriter
-from .remote import RangeReader, filesystem
+from .remote import RangeReader, filesystem, object_size
+from .streaming import StreamReader, backend_for
 
 
 class Readable(Protocol):
@@ -60,13 +61,21 @@ def resolve(url: str, config: StorageConfig) -> str:
 
 
 def remote_fetcher(url: str, config: StorageConfig):
-    """A zero-argument callable that opens a fresh :class:`RangeReader` for a remote URL."""
+    """A zero-argument callable opening a fresh reader for a remote URL.
+
+    One streamed GET per shard where the backend supports it (S3, HTTP, AIStore), else ranged
+    blocks; both resume from the byte offset reached after an error.
+    """
     target = resolve(url, config)
     via_ais = target != apply_rewrites(url, config.rewrites)
     options = None if via_ais else config.storage_options  # user options are for the cloud
 
-    def fetch() -> RangeReader:
+    def fetch() -> RangeReader | StreamReader:
         fs, path = filesystem(target, options)
+        if config.streaming and backend_for(fs) is not None:
+            return StreamReader(
+                fs, path, url, object_size(fs, path, url, config.retry), config.retry
+            )
         return RangeReader(
             fs,
             path,

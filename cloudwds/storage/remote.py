@@ -138,6 +138,31 @@ class RetryPolicy:
         ) from last
 
 
+def call_fs(
+    fs: Any,
+    async_name: str,
+    sync_name: str,
+    *args: Any,
+    timeout: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Call an fsspec method, through its async form with a timeout when the backend has one."""
+    if getattr(fs, "async_impl", False) and hasattr(fs, async_name):
+        return fsspec.asyn.sync(fs.loop, getattr(fs, async_name), *args, timeout=timeout, **kwargs)
+    return getattr(fs, sync_name)(*args, **kwargs)
+
+
+def object_size(fs: Any, path: str, url: str, policy: RetryPolicy) -> int:
+    """The object's size in bytes (one ``info`` request, retried); a short read is then detectable."""
+    info = policy.run(
+        "stat", url, lambda: call_fs(fs, "_info", "info", path, timeout=policy.timeout)
+    )
+    size = info.get("size")
+    if size is None:
+        raise StorageError("object size unknown (server sent no length)", url)
+    return int(size)
+
+
 class RangeReader:
     """A sequential, read-only stream over an object, fetched as ranged blocks with read-ahead."""
 
@@ -171,19 +196,10 @@ class RangeReader:
 
     # -- fetching -------------------------------------------------------------------------
     def _stat_size(self) -> int:
-        info = self.policy.run("stat", self.url, lambda: self._call("_info", "info", self.path))
-        size = info.get("size")
-        if size is None:
-            raise StorageError("object size unknown (server sent no length)", self.url)
-        return int(size)
+        return object_size(self.fs, self.path, self.url, self.policy)
 
     def _call(self, async_name: str, sync_name: str, *args: Any, **kwargs: Any) -> Any:
-        fs = self.fs
-        if getattr(fs, "async_impl", False) and hasattr(fs, async_name):
-            return fsspec.asyn.sync(
-                fs.loop, getattr(fs, async_name), *args, timeout=self.policy.timeout, **kwargs
-            )
-        return getattr(fs, sync_name)(*args, **kwargs)
+        return call_fs(self.fs, async_name, sync_name, *args, timeout=self.policy.timeout, **kwargs)
 
     def _fetch(self, start: int, end: int) -> bytes:
         def once() -> bytes:
