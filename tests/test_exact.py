@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 
 import pytest
@@ -185,3 +186,28 @@ def test_batches_keep_keys_and_fields_together(data):
     loader = wds.WebLoader(exact(data).shuffle(16), num_workers=2, batch_size=4)
     for batch in loader:
         assert [t for t in batch["txt"]] == [k.encode() for k in batch_keys(batch)]
+
+
+# -- default mode: shards split by rank, then by worker -------------------------------------------
+def test_default_mode_splits_shards_by_rank_then_worker(data, monkeypatch):
+    def make():
+        return wds.WebDataset(data.paths, shardshuffle=True, seed=7)
+
+    ranks = _per_rank(data, 2, monkeypatch, make)
+    keys = [k for batches in ranks for k in flat_keys(batches)]
+    assert sorted(keys) == sorted(data.keys)  # a partition: no shard on two ranks or workers
+    shards_of = [
+        {(k.split("-")[0], int(w)) for b in batches for k, w in zip(b["__key__"], b["worker"])}
+        for batches in ranks
+    ]
+    for owners in shards_of:  # every shard is read by exactly one worker of one rank
+        assert len({s for s, _ in owners}) == len(owners)
+    assert not {s for s, _ in shards_of[0]} & {s for s, _ in shards_of[1]}
+
+
+def test_default_mode_warns_when_a_worker_gets_no_shard(data, monkeypatch, caplog):
+    monkeypatch.setenv("WORLD_SIZE", "10")
+    monkeypatch.setenv("RANK", "9")  # 8 shards over 10 ranks: rank 9 gets none
+    caplog.set_level(logging.WARNING, logger="cloudwds")
+    assert list(wds.WebDataset(data.paths, shardshuffle=True)) == []
+    assert "received no shards" in caplog.text

@@ -75,7 +75,7 @@ def _webloader_stop_resume(make, k, workers_before=2, workers_after=2, gathered=
 @pytest.mark.parametrize("k", [0, 1, 4, 9, 12])
 def test_webloader_resume_delivers_exactly_the_rest(data, mode, k):
     got, rest, _ = _webloader_stop_resume(lambda: MODES[mode](data), k)
-    assert len(got) == min(4 * k, len(got))
+    assert len(got) <= 4 * k
     assert_full_epoch(got + rest, data)
 
 
