@@ -38,6 +38,10 @@ _BUGS = (TypeError, NotImplementedError, ImportError)
 _TRANSIENT_STATUS = frozenset({408, 429})
 
 
+class _RangeIgnoredError(OSError):
+    """A ranged GET answered with the whole object (not retried: the answer would not change)."""
+
+
 def _is_permanent(exn: BaseException) -> bool:
     """Whether ``exn`` is a definite answer (no such object, no access) rather than a glitch.
 
@@ -45,7 +49,7 @@ def _is_permanent(exn: BaseException) -> bool:
     of its size lookup into ``FileNotFoundError``, chaining the real cause: a refused
     connection or a 503 would otherwise end the read at once instead of being retried.
     """
-    if isinstance(exn, _BUGS):
+    if isinstance(exn, _BUGS | _RangeIgnoredError):
         return True
     if not isinstance(exn, _NOT_RETRIED):
         return False
@@ -112,7 +116,14 @@ class RetryPolicy:
         self.backoff = backoff
         self.timeout = timeout
 
-    def run(self, what: str, url: str, fn: Callable[[], Any]) -> Any:
+    def run(
+        self,
+        what: str,
+        url: str,
+        fn: Callable[[], Any],
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Any:
+        """``fn()`` with retries; ``cancelled()`` true (the reader was closed) stops retrying."""
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
             try:
@@ -121,6 +132,8 @@ class RetryPolicy:
                 if _is_permanent(exn):
                     raise StorageError(f"{what} failed: {type(exn).__name__}: {exn}", url) from exn
                 last = exn
+                if cancelled is not None and cancelled():
+                    break
                 if attempt < self.retries:
                     delay = self.backoff * (2**attempt)
                     log.info(
@@ -205,14 +218,20 @@ class RangeReader:
         def once() -> bytes:
             data = self._call("_cat_file", "cat_file", self.path, start=start, end=end)
             if len(data) != end - start:
-                if len(data) == self.size and start == 0:
-                    return data  # server ignored Range: caller switches to streaming
+                if len(data) == self.size:  # the server ignored Range and sent everything
+                    if start == 0:
+                        return data  # caller switches to streaming
+                    # A read-ahead block: block 0 brings the whole object, and asking again
+                    # would only download the whole object again, once per retry.
+                    raise _RangeIgnoredError(f"server ignored Range for bytes {start}-{end}")
                 raise OSError(
                     f"short read: got {len(data)} of {end - start} bytes at offset {start}"
                 )
             return data
 
-        return self.policy.run(f"read of bytes {start}-{end}", self.url, once)
+        return self.policy.run(
+            f"read of bytes {start}-{end}", self.url, once, cancelled=lambda: self._closed
+        )
 
     def _submit_next(self) -> None:
         if self._next_start >= self.size:
