@@ -60,6 +60,17 @@ class FluidInterface:
         return self.compose(st.decode(*args, **kw))
 
     def to_tuple(self, *args: str, **kw: Any) -> Any:
+        """Dict samples → tuples; right after ``.decode()``, only the requested fields are decoded."""
+        stages = getattr(self, "pipeline", None)
+        last = stages[-1] if stages else None
+        if isinstance(last, st.decode) and last.only is None:
+            fields = args[0].split() if len(args) == 1 and " " in args[0] else args
+            wanted = sorted({k for f in fields for k in f.split(";") if not k.startswith("__")})
+            if wanted:
+                fused = st.decode(*last.args, handler=last.handler, only=wanted, partial=last.partial)
+                new = self._copy()  # type: ignore[attr-defined]
+                new.pipeline[-1] = fused
+                return new.compose(st.to_tuple(*args, **kw))
         return self.compose(st.to_tuple(*args, **kw))
 
     def map_tuple(self, *fs: Any, handler: Handler = reraise_exception) -> Any:

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from .allocator import tune_for_large_buffers
 from .errors import TarFormatError, TruncatedShardError
 
 BLOCK = 512
@@ -57,6 +58,7 @@ def iter_members(
     """
     stream = _maybe_gunzip(stream, url)
     read = stream.read
+    seek = stream.seek_after_head if isinstance(stream, _Prepended) and stream.seekable() else None
     buf = b""
     pos = 0
     pending_name: str | None = None  # from a GNU 'L' record or a pax 'path'
@@ -116,7 +118,7 @@ def iter_members(
 
         if typeflag in _REGULAR:
             last_name = name
-            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, name)
+            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, name, seek)
             if skip_meta and name.startswith("__") and name.endswith("__") and "/" not in name:
                 continue
             yield name, data
@@ -143,7 +145,7 @@ def _refill(read, buf: bytes, pos: int, need: int, bufsize: int) -> tuple[bytes,
     return b"".join(chunks), 0
 
 
-def _take(read, buf, pos, size, padded, bufsize, url, name) -> tuple[bytes, bytes, int]:
+def _take(read, buf, pos, size, padded, bufsize, url, name, seek=None) -> tuple[bytes, bytes, int]:
     """Return a member's data and the buffer positioned after its padding."""
     avail = len(buf) - pos
     if padded <= avail:
@@ -153,8 +155,16 @@ def _take(read, buf, pos, size, padded, bufsize, url, name) -> tuple[bytes, byte
         buf, pos = _skip(read, buf, pos + size, padded - size, bufsize, url, name)
         return data, buf, pos
     if size >= _DIRECT_READ:
-        # Large member: read the missing part in one call instead of growing the shared buffer.
-        data = buf[pos:] + _read_exact(read, size - avail, url, name)
+        # Large member: one read of exactly its size instead of growing the shared buffer; on a
+        # seekable file, rewind over the part already buffered so no concatenation copy is made.
+        tune_for_large_buffers()
+        if seek is not None and avail:
+            seek(-avail, 1)
+            data = _read_exact(read, size, url, name)
+        elif avail:
+            data = buf[pos:] + _read_exact(read, size - avail, url, name)
+        else:
+            data = _read_exact(read, size, url, name)
         buf, pos = _skip(read, b"", 0, padded - size, bufsize, url, name)
         return data, buf, pos
     buf, pos = _refill(read, buf, pos, padded, bufsize)
@@ -357,6 +367,18 @@ class _Prepended:
                 return head[:n]
             return head + self._stream.read(n - len(head))
         return self._stream.read(n)
+
+    def seekable(self) -> bool:
+        try:
+            return bool(self._stream.seekable())  # type: ignore[attr-defined]
+        except (AttributeError, ValueError, OSError):
+            return False
+
+    def seek_after_head(self, offset: int, whence: int) -> int:
+        """Relative seek; valid once the put-back bytes are consumed (after the first header)."""
+        if self._head:
+            raise ValueError("cannot seek before the put-back bytes are read")
+        return self._stream.seek(offset, whence)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------
