@@ -49,7 +49,7 @@ def _is_permanent(exn: BaseException) -> bool:
     of its size lookup into ``FileNotFoundError``, chaining the real cause: a refused
     connection or a 503 would otherwise end the read at once instead of being retried.
     """
-    if isinstance(exn, _BUGS | _RangeIgnoredError):
+    if isinstance(exn, (*_BUGS, _RangeIgnoredError)):
         return True
     if not isinstance(exn, _NOT_RETRIED):
         return False
