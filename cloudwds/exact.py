@@ -80,6 +80,11 @@ class ExactEpochSource(Stage):
         self._staged = (pieces, int(state.get("delivered", 0)))  # type: ignore[assignment]
         self.universe, self.delivered = self._staged
 
+    def reset_position(self) -> None:
+        """A fresh epoch starts: whole universe, nothing delivered yet."""
+        self._staged = None
+        self.universe, self.delivered = None, 0
+
     # -- reading -------------------------------------------------------------------------
     def plan(self, world: World):
         return plan_epoch(

@@ -68,6 +68,7 @@ class WebLoader(FluidInterface):
         self.length: int | None = None
         self.nsamples: int | None = None
         self._states: dict[int, Any] = {}
+        self._loaded: dict[int, Any] = {}
         self._worker_stats: dict[int, Any] = {}
         self._waits = WaitTimer()
         self.stats_interval = stats_interval
@@ -93,7 +94,12 @@ class WebLoader(FluidInterface):
         world = current_world(seed=self.seed)
         workers = max(1, self.loader.num_workers)
         return loader_state(
-            self._epoch, world.rank, world.world_size, workers, self.seed, self._states
+            self._epoch,
+            world.rank,
+            world.world_size,
+            workers,
+            getattr(self.loader.dataset, "seed", self.seed),
+            self._states,
         )
 
     def gathered_state_dict(self) -> list[dict[str, Any]]:
@@ -105,7 +111,18 @@ class WebLoader(FluidInterface):
         dataset = self.loader.dataset
         if not hasattr(dataset, "load_state_dict"):
             raise TypeError(f"{type(dataset).__name__} cannot be resumed")
-        dataset.load_state_dict(state)
+        if isinstance(dataset, DataPipeline):
+            dataset.load_state_dict(state, num_workers=self.loader.num_workers)
+            staged = dataset._resume or []
+            rank = current_world().rank
+            mine = next(
+                (s for s in staged if int(s["rank"]) == rank),
+                staged[0] if len(staged) == 1 else None,
+            )
+            # positions loaded but not yet advanced are still this loader's state
+            self._loaded = {int(w): st for w, st in (mine or {}).get("workers", {}).items()}
+        else:
+            dataset.load_state_dict(state)
 
     # -- iterating -----------------------------------------------------------------------
     def _one_pass(self) -> Iterator[Any]:
@@ -117,7 +134,8 @@ class WebLoader(FluidInterface):
             epoch = self._own_epoch
             self._own_epoch += 1
         self._epoch = epoch
-        self._states = {}
+        self._states = dict(self._loaded)
+        self._loaded = {}
         world = current_world(epoch=epoch, seed=self.seed)
         it: Iterator[Any] = self._unwrap(iter(self.loader))
         if self.loader.num_workers > 0 and isinstance(dataset, DataPipeline):

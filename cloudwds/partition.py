@@ -81,14 +81,18 @@ def _take(
     return out
 
 
-def slot_counts(total: int, slots: int, remainder: str, batch_size: int = 1) -> list[int]:
-    """Samples per (rank, worker) slot, in rank-major order.
+def slot_counts(
+    total: int, slots: int, remainder: str, batch_size: int = 1, num_workers: int = 1
+) -> list[int]:
+    """Samples per (rank, worker) slot, rank-major; ``slots`` = ranks × ``num_workers``.
 
-    - ``"balance"``: no sample dropped or repeated, and every slot yields the same number of
-      batches of ``batch_size`` (the last one partial): counts lie in
-      ``[(nb - 1) * batch_size + 1, nb * batch_size]``. Only when ``total`` is just above a
-      multiple of ``slots * batch_size`` (fewer than ``slots`` samples over it) is that
-      impossible; then the fewest samples needed (< ``slots``) are repeated.
+    - ``"balance"`` (default of the planner): no sample dropped or repeated, and every rank
+      yields the same number of batches of ``batch_size`` — DDP's requirement — with each
+      worker's last batch partial. Rank shares differ by at most one sample; each rank's share
+      is split over its workers so their batch counts add up to the common number. Only when
+      ranks have a single worker or ``batch_size`` is 1 can that be impossible (the share is a
+      hair above a multiple of ``batch_size``); then the fewest samples needed (fewer than the
+      number of ranks per batch) are repeated.
     - ``"pad"``: equal counts, ``ceil(total / slots)``, repeating < ``slots`` samples.
     - ``"drop"``: equal counts, ``total // slots``, leaving < ``slots`` samples out.
     """
@@ -100,13 +104,43 @@ def slot_counts(total: int, slots: int, remainder: str, batch_size: int = 1) -> 
         return [math.ceil(total / slots)] * slots
     if remainder != "balance":
         raise ValueError(f"remainder must be 'balance', 'pad' or 'drop', got {remainder!r}")
-    batch_size = max(1, batch_size)
-    nb = math.ceil(total / (slots * batch_size))
-    low = (nb - 1) * batch_size + 1
-    if total < slots * low:
-        return [low] * slots
-    base, extra = divmod(total, slots)
-    return [base + (1 if i < extra else 0) for i in range(slots)]
+    batch = max(1, batch_size)
+    workers = max(1, num_workers)
+    ranks = max(1, slots // workers)
+    base, extra = divmod(total, ranks)
+    shares = [base + (1 if r < extra else 0) for r in range(ranks)]
+    # batches per worker: the fewest that hold the largest share, spread over the workers
+    nb = math.ceil(max(shares) / batch)
+    per_worker = [nb // workers + (1 if w < nb % workers else 0) for w in range(workers)]
+    lows = [(b - 1) * batch + 1 if b else 0 for b in per_worker]
+    highs = [b * batch for b in per_worker]
+    out: list[int] = []
+    for share in shares:
+        share = max(share, sum(lows))  # the corner case: repeat a few samples
+        out.extend(_water_fill(share, lows, highs))
+    return out
+
+
+def _water_fill(total: int, lows: Sequence[int], highs: Sequence[int]) -> list[int]:
+    """Counts within ``[low, high]`` summing to ``total``, as even as the bounds allow."""
+
+    def filled(level: int) -> list[int]:
+        return [min(max(level, lo), hi) for lo, hi in zip(lows, highs, strict=True)]
+
+    lo_level, hi_level = 0, max(highs)
+    while lo_level < hi_level:  # the largest level whose fill does not exceed total
+        mid = (lo_level + hi_level + 1) // 2
+        if sum(filled(mid)) <= total:
+            lo_level = mid
+        else:
+            hi_level = mid - 1
+    counts = filled(lo_level)
+    left = total - sum(counts)
+    for w in range(len(counts)):
+        if left and counts[w] < highs[w]:
+            counts[w] += 1
+            left -= 1
+    return counts
 
 
 def plan_epoch(
@@ -130,7 +164,7 @@ def plan_epoch(
     for _, start, stop in ordered:
         starts.append(total)
         total += stop - start
-    counts = slot_counts(total, world_size * num_workers, remainder, batch_size)
+    counts = slot_counts(total, world_size * num_workers, remainder, batch_size, num_workers)
     spans = []
     begin = 0
     for rank in range(world_size):

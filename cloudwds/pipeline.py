@@ -67,7 +67,9 @@ class FluidInterface:
             fields = args[0].split() if len(args) == 1 and " " in args[0] else args
             wanted = sorted({k for f in fields for k in f.split(";") if not k.startswith("__")})
             if wanted:
-                fused = st.decode(*last.args, handler=last.handler, only=wanted, partial=last.partial)
+                fused = st.decode(
+                    *last.args, handler=last.handler, only=wanted, partial=last.partial
+                )
                 new = self._copy()  # type: ignore[attr-defined]
                 new.pipeline[-1] = fused
                 return new.compose(st.to_tuple(*args, **kw))
@@ -164,25 +166,69 @@ class DataPipeline(_IterableBase, FluidInterface):
             "source": None if source is None else source.state_dict(),
         }
 
-    def load_state_dict(self, state: Any) -> None:
+    def load_state_dict(self, state: Any, num_workers: int | None = None) -> None:
         """Stage a state for the next iteration: it resumes that epoch where the state left it.
 
         Accepts one worker's state (``state_dict()``; what torchdata's ``StatefulDataLoader``
         stores), a ``WebLoader`` state, or a list of every rank's ``WebLoader`` states (needed to
-        resume on a different number of ranks or workers).
+        resume on a different number of ranks or workers). With ``num_workers`` (the loader
+        passes it), a resume on another topology is planned here, in the calling process, so
+        its errors surface at once and every worker receives its share explicitly.
         """
         states = normalize(state)
+        if num_workers is not None:
+            states = self._plan_elastic(states, max(1, num_workers))
         self._resume = states
         self._epochs.set(int(states[0]["epoch"]))
 
+    def _plan_elastic(self, states: list[dict[str, Any]], num_workers: int) -> list[dict[str, Any]]:
+        """Turn states from another topology into this rank's same-topology states."""
+        world = current_world(seed=self.seed)
+        first = states[0]
+        if (
+            int(first["world_size"]) == world.world_size
+            and int(first["num_workers"]) == num_workers
+        ):
+            return states
+        source = self.stateful_source()
+        elastic = getattr(source, "remaining_after", None)
+        if elastic is None:
+            raise ValueError(
+                "resuming on a different number of ranks or workers needs exact_epoch=True "
+                f"(was {first['world_size']} ranks x {first['num_workers']} workers, "
+                f"now {world.world_size} x {num_workers})"
+            )
+        universe = [list(p) for p in elastic(states, world)]
+        fresh = {"delivered": 0, "universe": universe}
+        return [
+            {
+                **first,
+                "rank": world.rank,
+                "world_size": world.world_size,
+                "num_workers": num_workers,
+                "workers": {str(w): dict(fresh) for w in range(num_workers)},
+            }
+        ]
+
     def _apply_resume(self, world: World) -> None:
         states, self._resume = self._resume, None
-        if not states:
-            return
         source = self.stateful_source()
+        if not states:
+            if source is not None and hasattr(source, "reset_position"):
+                source.reset_position()  # state_dict() before the first item: start of epoch
+            return
         if source is None:
             raise ValueError("this pipeline has no stateful source to resume")
         first = states[0]
+        if int(first["epoch"]) != world.epoch:
+            log.warning(
+                "ignoring a loaded state of epoch %s: this iteration is epoch %d",
+                first["epoch"],
+                world.epoch,
+            )
+            if hasattr(source, "reset_position"):
+                source.reset_position()
+            return
         same = (
             int(first["world_size"]) == world.world_size
             and int(first["num_workers"]) == world.num_workers
@@ -191,11 +237,26 @@ class DataPipeline(_IterableBase, FluidInterface):
         if same:
             by_rank = {int(s["rank"]): s for s in states}
             mine = by_rank.get(world.rank, first if len(states) == 1 else None)
-            if mine is None:
-                return
-            worker_state = mine["workers"].get(str(world.worker))
-            if worker_state is not None:
-                source.load_state_dict(worker_state)
+            workers = mine["workers"] if mine is not None else {}
+            worker_state = workers.get(str(world.worker))
+            if worker_state is None:
+                # Nothing delivered by this worker yet: start of its share, in the same universe
+                # the other workers of the state were planned in.
+                universe = next(
+                    (
+                        w.get("universe")
+                        for w in workers.values()
+                        if isinstance(w, dict) and w.get("universe")
+                    ),
+                    None,
+                )
+                worker_state = {
+                    "delivered": 0,
+                    "universe": universe,
+                    "shards_done": 0,
+                    "in_shard": 0,
+                }
+            source.load_state_dict(worker_state)
             return
         elastic = getattr(source, "remaining_after", None)
         if elastic is None:

@@ -81,6 +81,12 @@ class _ShardExpander(Stage):
         epoch and topology).
         """
         self._resume = (int(state.get("shards_done", 0)), int(state.get("in_shard", 0)))
+        self._position = self._resume  # reported as-is until the resumed iteration moves on
+
+    def reset_position(self) -> None:
+        """A fresh epoch starts: report the start of the stream until the first sample."""
+        self._resume = None
+        self._position = (0, 0)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -15,8 +15,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes"),
 ]
 
-LEAD_BUG = "bug outside the distributed-training modules, see the test's docstring"
-
 
 @pytest.fixture
 def data(tmp_path, monkeypatch):
@@ -178,16 +176,19 @@ def test_elastic_resume_twice(data, monkeypatch):
     assert_full_epoch(got + more + rest, data)
 
 
-@pytest.mark.xfail(strict=True, reason=LEAD_BUG)
 def test_same_topology_resume_after_an_elastic_one(data):
     """Checkpoint shortly after an elastic resume, when some workers have delivered nothing yet.
 
-    Bug (pipeline.py, ``DataPipeline._apply_resume``): a worker without an entry in the state
-    is not given the resumed epoch's universe (the unseen samples), so it plans the whole epoch
-    on its own and the epoch gets duplicates and misses. A missing worker must start at 0 in the
-    universe carried by the other workers' states.
+    A worker without a delivered item since the resume must still start at 0 in the resumed
+    epoch's universe (the unseen samples), not plan the whole epoch on its own.
     """
-    got, _, resumed = _webloader_stop_resume(lambda: exact_mode(data), 3, 2, 3, gathered=True)
+    loader = wds.WebLoader(exact_mode(data), num_workers=2, batch_size=4)
+    it = iter(loader)
+    got = take(it, 3)
+    first_state = loader.state_dict()
+    del it
+    resumed = wds.WebLoader(exact_mode(data), num_workers=3, batch_size=4)
+    resumed.load_state_dict([first_state])  # elastic: 2 -> 3 workers
     it = iter(resumed)
     got += take(it, 1)  # only worker 0 of 3 has delivered since the elastic resume
     state = resumed.state_dict()
@@ -209,7 +210,6 @@ def test_set_epoch_of_the_checkpoint_after_load_still_resumes(data):
     assert_full_epoch(got + flat_keys(resumed), data)
 
 
-@pytest.mark.xfail(strict=True, reason=LEAD_BUG)
 def test_set_epoch_of_another_epoch_after_load_starts_it_whole(data):
     """A checkpoint taken at the end of epoch 0, resumed with ``set_epoch(1)``.
 
@@ -306,7 +306,7 @@ def test_stateful_dataloader_next_epoch_after_resume(data, mode):
 
 @pytest.mark.parametrize(
     "mode",
-    ["exact", pytest.param("default", marks=pytest.mark.xfail(strict=True, reason=LEAD_BUG))],
+    ["exact", "default"],
 )
 def test_stateful_dataloader_resume_twice(data, mode):
     """A checkpoint taken right after a resume, before every worker delivered, is still exact.
@@ -328,7 +328,6 @@ def test_stateful_dataloader_resume_twice(data, mode):
     assert_full_epoch(got + flat_keys(again), data)
 
 
-@pytest.mark.xfail(strict=True, reason=LEAD_BUG)
 @pytest.mark.parametrize("mode", sorted(STATEFUL))
 def test_stateful_dataloader_state_at_the_start_of_an_epoch(data, mode):
     """In one process, a state taken right after ``iter()`` of epoch 1 resumes all of epoch 1.
@@ -350,7 +349,6 @@ def test_stateful_dataloader_state_at_the_start_of_an_epoch(data, mode):
     assert flat_keys(resumed) == epoch1
 
 
-@pytest.mark.xfail(strict=True, reason=LEAD_BUG)
 def test_webloader_state_records_the_dataset_seed(data):
     """Bug (loader.py, ``WebLoader.state_dict``): it records the loader's own ``seed`` argument
     (0 here) instead of the dataset's (11), whose orders the positions refer to."""
