@@ -35,6 +35,7 @@ WDS_VARS = (
     "WDS_PREFETCH",
     "WDS_RETRIES",
     "WDS_TIMEOUT",
+    "WDS_STREAMING",
     "AIS_ENDPOINT",
     "USE_AIS_FOR",
     "RANK",
@@ -52,6 +53,22 @@ def clean_wds_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     cloudwds.set_rewrites(None)
     yield
     cloudwds.set_rewrites(None)
+
+
+# How a remote object is read: ranged blocks with read-ahead (RangeReader), or one streamed
+# GET resumed by range (StreamReader, WDS_STREAMING=1; S3 and HTTP/AIStore, others fall back).
+MODES = ["ranged", "streamed"]
+
+
+def use_mode(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Pin the read mode for readers built after this call (explicit, whatever the default)."""
+    assert mode in MODES
+    monkeypatch.setenv("WDS_STREAMING", "1" if mode == "streamed" else "0")
+
+
+def streams(backend_name: str, mode: str) -> bool:
+    """Whether this backend really reads with one streamed GET in ``mode``."""
+    return mode == "streamed" and backend_name in ("s3", "http", "ais-gs", "ais-s3")
 
 
 @dataclass

@@ -37,13 +37,13 @@ ROOT = SCRIPT.parent.parent
 
 
 def _batches_per_rank(total: int, world_size: int) -> int:
-    counts = slot_counts(total, world_size * WORKERS, "balance", BATCH)
+    counts = slot_counts(total, world_size * WORKERS, "balance", BATCH, WORKERS)
     return WORKERS * -(-max(counts) // BATCH)
 
 
 def _extras(total: int, world_size: int) -> int:
     """Samples the balance plan repeats (its documented corner case; 0 almost always)."""
-    return sum(slot_counts(total, world_size * WORKERS, "balance", BATCH)) - total
+    return sum(slot_counts(total, world_size * WORKERS, "balance", BATCH, WORKERS)) - total
 
 
 def torchrun(nproc: int, config: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
