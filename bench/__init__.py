@@ -1,0 +1,1 @@
+"""cloudwds benchmark suite: ``python -m bench.run`` (see ``bench/README.md``)."""

@@ -1,0 +1,613 @@
+"""The benchmark cases. Each case runs several *variants* on the same files; one call of a
+variant's ``run`` is one timed measurement and returns a dict (``samples``, ``bytes``, extras).
+
+Variants have a ``lib``: ``cloudwds``, ``webdataset`` or ``limit`` (a raw limit from
+:mod:`bench.limits`). The runner (:mod:`bench.run`) alternates the variants of a case in a
+rotating order on every repetition, so drift (thermal, page cache, other load) hits all of them.
+
+Both libraries get the same construction: ``WebDataset(urls, shardshuffle=False)`` (webdataset
+1.0.2 warns without an explicit ``shardshuffle``), every sample consumed by a plain ``for`` loop.
+S3 for webdataset is its documented ``pipe:aws s3 cp s3://... -`` (with ``AWS_ENDPOINT_URL``);
+cloudwds reads ``s3://`` through fsspec with ``storage_options``.
+
+Cases are built from a :class:`Context` that a fresh child process can rebuild from JSON
+(:mod:`bench.child`), which is how peak RSS and time to first sample are measured.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import limits
+from .datasets import ShardSet, build_all
+from .s3 import BUCKET, KEY, SECRET
+
+Result = dict[str, Any]
+
+
+@dataclass
+class Variant:
+    name: str
+    lib: str  # cloudwds | webdataset | limit
+    run: Callable[[], Result]
+    setup: Callable[[], None] | None = None  # untimed, before every measurement
+    note: str = ""
+
+
+@dataclass
+class Target:
+    """``value(num) / value(den) >= threshold`` where value is throughput (1 / median time)."""
+
+    num: str
+    den: str
+    threshold: float
+    text: str
+    kind: str = "throughput"  # throughput | time_ratio_max (den/num time ratio must be <=)
+
+
+@dataclass
+class Case:
+    name: str
+    title: str
+    dataset: str
+    variants: list[Variant]
+    samples: int
+    nbytes: int
+    targets: list[Target] = field(default_factory=list)
+    prepare: Callable[[], None] | None = None  # untimed, once before the repetitions
+    fresh_process: bool = False  # every measurement in a new child (time to first sample)
+    rss: bool = True  # measure peak RSS of the non-limit variants in a child
+
+
+@dataclass
+class Context:
+    quick: bool
+    workdir: str
+    endpoint: str | None = None
+    sets: dict[str, ShardSet] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.sets:
+            self.sets = build_all(self.quick, log=lambda *a: None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"quick": self.quick, "workdir": self.workdir, "endpoint": self.endpoint}
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        assert self.endpoint, "S3 endpoint not started"
+        return {"key": KEY, "secret": SECRET, "endpoint_url": self.endpoint}
+
+    def s3_urls(self, name: str, n: int | None = None) -> list[str]:
+        return [f"s3://{BUCKET}/{s3_key(p)}" for p in self.sets[name].paths(n)]
+
+    def s3fs(self) -> Any:
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.storage_options)
+
+
+def s3_key(path: str) -> str:
+    """Object name of a local shard: ``<set>/<file>``."""
+    return f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+
+
+S3_SETS = ("jpeg", "ttfs")
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset constructors (imports are lazy so a child loads only the library it measures)
+# --------------------------------------------------------------------------------------------
+
+
+def cwds_dataset(urls: list[str], **kw: Any) -> Any:
+    import cloudwds
+
+    return cloudwds.WebDataset(urls, shardshuffle=False, **kw)
+
+
+def wds_dataset(urls: list[str], **kw: Any) -> Any:
+    import webdataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return webdataset.WebDataset(urls, shardshuffle=False, **kw)
+
+
+def make_dataset(lib: str, urls: list[str], **kw: Any) -> Any:
+    return (cwds_dataset if lib == "cloudwds" else wds_dataset)(urls, **kw)
+
+
+def pipe_urls(urls: list[str]) -> list[str]:
+    return [f"pipe:aws s3 cp {u} -" for u in urls]
+
+
+def consume(it: Any) -> int:
+    n = 0
+    for _ in it:
+        n += 1
+    return n
+
+
+def _iterate(factory: Callable[[], Any]) -> Callable[[], Result]:
+    def run() -> Result:
+        return {"samples": consume(factory())}
+
+    return run
+
+
+def _libs() -> tuple[str, str]:
+    return ("cloudwds", "webdataset")
+
+
+# --------------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------------
+
+
+def raw_case(ctx: Context, name: str, target: float) -> Case:
+    s = ctx.sets[name]
+    paths = s.paths()
+    variants = [
+        Variant(lib, lib, _iterate(lambda lib=lib: make_dataset(lib, paths))) for lib in _libs()
+    ]
+    variants += [
+        Variant("cat", "limit", lambda: {"bytes": limits.cat_files(paths)}, note="read bytes"),
+        Variant(
+            "tar-headers",
+            "limit",
+            lambda: {"members": limits.tar_headers(paths)},
+            note="parse headers only",
+        ),
+    ]
+    if name == "large":
+        variants.append(
+            Variant(
+                "read-members",
+                "limit",
+                lambda: {"members": limits.read_members(paths)},
+                note="one read(size) per member into new bytes",
+            )
+        )
+    return Case(
+        name=f"raw_{name}",
+        title=f"raw iteration, {name} shards",
+        dataset=name,
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+        targets=[Target("cloudwds", "webdataset", target, f">= {target:g}x webdataset")],
+        prepare=lambda: limits.cat_files(paths),
+    )
+
+
+def decode_case(ctx: Context) -> Case:
+    s = ctx.sets["jpeg"]
+    n = 1 if ctx.quick else 2
+    paths = s.paths(n)
+    blobs: list[bytes] = []
+
+    def load() -> None:
+        if not blobs:
+            blobs.extend(limits.load_members(paths, "jpg"))
+
+    def pipeline(lib: str) -> Any:
+        return make_dataset(lib, paths).decode("rgb").to_tuple("jpg", "cls")
+
+    variants = [Variant(lib, lib, _iterate(lambda lib=lib: pipeline(lib))) for lib in _libs()]
+    variants.append(
+        Variant(
+            "pil+float",
+            "limit",
+            lambda: {"samples": limits.pil_decode(blobs)},
+            setup=load,
+            note="bare PIL decode + float32/255 of the same JPEGs (in memory)",
+        )
+    )
+    samples = s.samples // len(s.files) * n
+    return Case(
+        name="decode_rgb",
+        title='decode("rgb") + to_tuple("jpg", "cls")',
+        dataset="jpeg",
+        variants=variants,
+        samples=samples,
+        nbytes=limits.file_size(paths),
+        targets=[Target("cloudwds", "pil+float", 0.9, ">= 90% of bare PIL decode + float")],
+        prepare=load,
+    )
+
+
+def shuffle_case(ctx: Context) -> Case:
+    s = ctx.sets["small"]
+    paths = s.paths()
+    variants = [
+        Variant(lib, lib, _iterate(lambda lib=lib: make_dataset(lib, paths).shuffle(1000)))
+        for lib in _libs()
+    ]
+    return Case(
+        name="shuffle",
+        title="shuffle(1000), small shards",
+        dataset="small",
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+    )
+
+
+def loader_case(ctx: Context) -> Case:
+    s = ctx.sets["jpeg"]
+    paths = s.paths()
+    if len(paths) > 2:
+        paths = paths[: len(paths) - len(paths) % 2]  # an even split over the 2 workers
+
+    def loader(lib: str) -> Any:
+        ds = make_dataset(lib, paths).decode("rgb").to_tuple("jpg", "cls").batched(64)
+        if lib == "cloudwds":
+            import cloudwds as m
+        else:
+            import webdataset as m
+        return m.WebLoader(ds, num_workers=2, batch_size=None)
+
+    def run(lib: str) -> Result:
+        batches = samples = 0
+        for images, _labels in loader(lib):
+            batches += 1
+            samples += len(images)
+        return {"samples": samples, "batches": batches}
+
+    variants = [Variant(lib, lib, lambda lib=lib: run(lib)) for lib in _libs()]
+    return Case(
+        name="loader",
+        title='WebLoader(2 workers): decode("rgb"), to_tuple, batched(64)',
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples // len(s.files) * len(paths),
+        nbytes=limits.file_size(paths),
+    )
+
+
+def s3_stream_case(ctx: Context) -> Case:
+    s = ctx.sets["jpeg"]
+    urls = ctx.s3_urls("jpeg")
+    so = ctx.storage_options
+    fs_holder: list[Any] = []
+
+    def fs() -> Any:
+        if not fs_holder:
+            fs_holder.append(ctx.s3fs())
+        return fs_holder[0]
+
+    variants = [
+        Variant("cloudwds", "cloudwds", _iterate(lambda: cwds_dataset(urls, storage_options=so))),
+        Variant(
+            "webdataset",
+            "webdataset",
+            _iterate(lambda: wds_dataset(pipe_urls(urls))),
+            note="pipe:aws s3 cp",
+        ),
+        Variant(
+            "fsspec-cat",
+            "limit",
+            lambda: {"bytes": limits.fsspec_cat(fs(), urls)},
+            note="s3fs cat_file, one GET per object",
+        ),
+        Variant(
+            "fsspec-stream",
+            "limit",
+            lambda: {"bytes": limits.fsspec_stream(fs(), urls)},
+            note="s3fs open(block_size=8MiB) + read(1MiB)",
+        ),
+        Variant(
+            "fsspec-ranges",
+            "limit",
+            lambda: {"bytes": limits.fsspec_ranges(fs(), urls)},
+            note="s3fs info + sequential 8 MiB cat_file ranges",
+        ),
+    ]
+    return Case(
+        name="s3_stream",
+        title="S3 (moto), raw iteration, no cache",
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+        targets=[Target("cloudwds", "fsspec-cat", 0.9, ">= 90% of raw fsspec read")],
+        prepare=lambda: fs().ls(BUCKET),
+    )
+
+
+def _fresh_dir(root: str, holder: list[str]) -> Callable[[], None]:
+    def setup() -> None:
+        for old in holder:
+            shutil.rmtree(old, ignore_errors=True)
+        holder.clear()
+        path = os.path.join(root, uuid.uuid4().hex[:12])
+        os.makedirs(path)
+        holder.append(path)
+
+    return setup
+
+
+def s3_cold_case(ctx: Context) -> Case:
+    s = ctx.sets["jpeg"]
+    urls = ctx.s3_urls("jpeg")
+    so = ctx.storage_options
+    root = os.path.join(ctx.workdir, "cold")
+    cw: list[str] = []
+    ww: list[str] = []
+    variants = [
+        Variant(
+            "cloudwds",
+            "cloudwds",
+            _iterate(lambda: cwds_dataset(urls, storage_options=so, cache_dir=cw[0])),
+            setup=_fresh_dir(os.path.join(root, "cloudwds"), cw),
+            note="empty cache_dir",
+        ),
+        Variant(
+            "webdataset",
+            "webdataset",
+            _iterate(lambda: wds_dataset(pipe_urls(urls), cache_dir=ww[0])),
+            setup=_fresh_dir(os.path.join(root, "webdataset"), ww),
+            note="pipe:aws s3 cp, empty cache_dir",
+        ),
+    ]
+    return Case(
+        name="s3_cold_cache",
+        title="S3 (moto), first epoch into an empty cache",
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+    )
+
+
+def s3_warm_case(ctx: Context) -> Case:
+    s = ctx.sets["jpeg"]
+    paths = s.paths()
+    urls = ctx.s3_urls("jpeg")
+    so = ctx.storage_options
+    cdir = os.path.join(ctx.workdir, "warm", "cloudwds")
+    wdir = os.path.join(ctx.workdir, "warm", "webdataset")
+
+    def cw() -> Any:
+        return cwds_dataset(urls, storage_options=so, cache_dir=cdir)
+
+    def ww() -> Any:
+        return wds_dataset(pipe_urls(urls), cache_dir=wdir)
+
+    def prepare() -> None:
+        limits.cat_files(paths)
+        for d, factory in ((cdir, cw), (wdir, ww)):
+            os.makedirs(d, exist_ok=True)
+            try:
+                consume(factory())  # the cold epoch that fills the cache
+            except Exception:
+                pass  # the timed runs record the error
+
+    variants = [
+        Variant("cloudwds", "cloudwds", _iterate(cw), note="warm cache_dir"),
+        Variant("webdataset", "webdataset", _iterate(ww), note="warm cache_dir"),
+        Variant("cloudwds-local", "cloudwds", _iterate(lambda: cwds_dataset(paths))),
+        Variant("webdataset-local", "webdataset", _iterate(lambda: wds_dataset(paths))),
+    ]
+    return Case(
+        name="s3_warm_cache",
+        title="S3 (moto), epoch from a warm cache (vs the same files local)",
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+        targets=[Target("cloudwds", "cloudwds-local", 0.9, ">= 90% of local-file epoch")],
+        prepare=prepare,
+    )
+
+
+def ttfs_case(ctx: Context) -> Case:
+    """Time to first sample from the bucket, in a fresh process per measurement.
+
+    Timed: constructing the dataset, ``iter`` and the first ``next`` (imports of the library
+    and of s3fs are done before the clock starts; webdataset's ``aws`` CLI start is included,
+    it is part of that method).
+    """
+    s = ctx.sets["ttfs"]
+    small, big = ctx.s3_urls("ttfs")
+    mid = ctx.s3_urls("jpeg", 1)[0]
+    so = ctx.storage_options
+
+    def first(lib: str, url: str) -> Callable[[], Result]:
+        def run() -> Result:
+            if lib == "cloudwds":
+                ds = cwds_dataset([url], storage_options=so)
+            else:
+                ds = wds_dataset(pipe_urls([url]))
+            it = iter(ds)
+            sample = next(it)
+            return {"samples": 1, "first_key": sample["__key__"]}
+
+        return run
+
+    def first_range(url: str) -> Callable[[], Result]:
+        def run() -> Result:
+            import s3fs
+
+            fs = s3fs.S3FileSystem(skip_instance_cache=True, **so)
+            return {"bytes": len(fs.cat_file(url, start=0, end=1 << 20))}
+
+        return run
+
+    # webdataset's mid-size point (each costs an ``aws`` CLI start) is left out, and --quick
+    # leaves out every mid-size point, to keep the number of fresh processes down.
+    shards = (
+        (("small", small), ("big", big))
+        if ctx.quick
+        else (("small", small), ("mid", mid), ("big", big))
+    )
+    variants = [
+        Variant(f"{lib}-{size}", lib, first(lib, url))
+        for lib in _libs()
+        for size, url in shards
+        if not (lib == "webdataset" and size == "mid")
+    ]
+    variants += [
+        Variant(
+            f"fsspec-{size}",
+            "limit",
+            first_range(url),
+            note="new S3FileSystem + cat_file of the first 1 MiB",
+        )
+        for size, url in shards
+    ]
+    sizes = [os.path.getsize(p) for p in s.files]
+    return Case(
+        name="ttfs",
+        title="time to first sample from S3 (fresh process)",
+        dataset="ttfs",
+        variants=variants,
+        samples=1,
+        nbytes=0,
+        targets=[
+            Target(
+                f"{lib}-small",
+                f"{lib}-big",
+                1.25,
+                f"{lib}: big-shard / small-shard time <= 1.25 "
+                f"({sizes[0] / 1e6:.1f} MB vs {sizes[1] / 1e6:.0f} MB)",
+                kind="time_ratio_max",
+            )
+            for lib in ("cloudwds",)
+        ],
+        fresh_process=True,
+        rss=False,
+    )
+
+
+def rss_case(ctx: Context) -> Case:
+    """Peak RSS of one raw epoch, each configuration in a fresh process (flat = good)."""
+    sets = ctx.sets
+    # (name, urls, remote, through a fresh cache_dir)
+    configs: list[tuple[str, list[str], bool, bool]] = []
+    for name in ("small", "large", "jpeg"):
+        paths = sets[name].paths()
+        configs.append((f"{name}x1", paths[:1], False, False))
+        if len(paths) > 1 and name != "jpeg":
+            configs.append((f"{name}x{len(paths)}", paths, False, False))
+    t = sets["ttfs"].paths()
+    configs.append(("ttfs-big", t[1:], False, False))
+    if ctx.endpoint:
+        s3j = ctx.s3_urls("jpeg")
+        s3t = ctx.s3_urls("ttfs")
+        counts = sorted({1, 2, len(s3j)} if len(s3j) > 1 else {1})
+        configs.append(("s3-ttfs-small", s3t[:1], True, False))
+        for k in counts:
+            configs.append((f"s3-jpegx{k}", s3j[:k], True, False))
+        configs.append(("s3-ttfs-big", s3t[1:], True, False))
+        for k in counts:
+            configs.append((f"s3-cold-cache-jpegx{k}", s3j[:k], True, True))
+        configs.append(("s3-cold-cache-ttfs-big", s3t[1:], True, True))
+    so = ctx.storage_options if ctx.endpoint else None
+
+    def run(lib: str, urls: list[str], remote: bool, cached: bool) -> Callable[[], Result]:
+        def f() -> Result:
+            kw: dict[str, Any] = {}
+            if cached:
+                kw["cache_dir"] = os.path.join(ctx.workdir, "rss-cache", uuid.uuid4().hex[:12])
+                os.makedirs(kw["cache_dir"])
+            if lib == "cloudwds":
+                if remote:
+                    kw["storage_options"] = so
+                ds = cwds_dataset(urls, **kw)
+            else:
+                ds = wds_dataset(pipe_urls(urls) if remote else urls, **kw)
+            return {"samples": consume(ds)}
+
+        return f
+
+    # --quick: cloudwds only (the target is about cloudwds; webdataset is the reference)
+    libs = ("cloudwds",) if ctx.quick else _libs()
+    variants = [
+        Variant(f"{lib}:{cname}", lib, run(lib, urls, remote, cached))
+        for cname, urls, remote, cached in configs
+        for lib in libs
+    ]
+    return Case(
+        name="rss",
+        title="peak RSS of one raw epoch vs number and size of shards (fresh process each)",
+        dataset="small,large,ttfs",
+        variants=variants,
+        samples=0,
+        nbytes=0,
+        fresh_process=True,
+        rss=False,
+    )
+
+
+CASE_NAMES = (
+    "raw_small",
+    "raw_jpeg",
+    "raw_large",
+    "decode_rgb",
+    "shuffle",
+    "loader",
+    "s3_stream",
+    "s3_cold_cache",
+    "s3_warm_cache",
+    "ttfs",
+    "rss",
+)
+S3_CASES = {"s3_stream", "s3_cold_cache", "s3_warm_cache", "ttfs"}
+
+
+def build_case(ctx: Context, name: str) -> Case:
+    builders: dict[str, Callable[[], Case]] = {
+        "raw_small": lambda: raw_case(ctx, "small", 5.0),
+        "raw_jpeg": lambda: raw_case(ctx, "jpeg", 3.0),
+        "raw_large": lambda: raw_case(ctx, "large", 3.0),
+        "decode_rgb": lambda: decode_case(ctx),
+        "shuffle": lambda: shuffle_case(ctx),
+        "loader": lambda: loader_case(ctx),
+        "s3_stream": lambda: s3_stream_case(ctx),
+        "s3_cold_cache": lambda: s3_cold_case(ctx),
+        "s3_warm_cache": lambda: s3_warm_case(ctx),
+        "ttfs": lambda: ttfs_case(ctx),
+        "rss": lambda: rss_case(ctx),
+    }
+    return builders[name]()
+
+
+def measure(variant: Variant, min_time: float = 0.0) -> Result:
+    """One timed measurement of ``variant``; errors are returned, not raised.
+
+    ``setup`` is untimed. With ``min_time``, a run shorter than that is repeated (setup again
+    before each run) until the timed total reaches it, and the time per run is reported, so very
+    fast variants are not lost in timer and scheduling noise. ``cpu_seconds`` is the CPU time of
+    this process (all its threads, not child processes) over the same runs: for single-process
+    cases it is much less sensitive to other load on the machine than wall time.
+    """
+    import gc
+
+    total = cpu = 0.0
+    runs = 0
+    out: Result = {}
+    try:
+        gc.collect()
+        while True:
+            if variant.setup is not None:
+                variant.setup()
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            out = variant.run()
+            total += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            runs += 1
+            if total >= min_time:
+                break
+    except Exception as exn:  # recorded in the results; the suite carries on
+        return {"error": f"{type(exn).__name__}: {exn}"[:500]}
+    return {"seconds": total / runs, "cpu_seconds": cpu / runs, "runs": runs, **out}
