@@ -37,8 +37,9 @@ ROOT = SCRIPT.parent.parent
 
 
 def _batches_per_rank(total: int, world_size: int) -> int:
+    """Rank 0's steps: its workers' batches (each worker's last batch may be partial)."""
     counts = slot_counts(total, world_size * WORKERS, "balance", BATCH, WORKERS)
-    return WORKERS * -(-max(counts) // BATCH)
+    return sum(-(-n // BATCH) for n in counts[:WORKERS])
 
 
 def _extras(total: int, world_size: int) -> int:

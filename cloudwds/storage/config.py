@@ -31,7 +31,7 @@ class StorageConfig:
     block_size: int = BLOCK_SIZE
     readahead: int = READAHEAD
     prefetch: int = 0  # shards fetched ahead into the cache (needs a cache)
-    streaming: bool = False  # one streamed GET per shard where the backend supports it
+    streaming: bool = True  # one streamed GET per shard where the backend supports it
 
     @classmethod
     def resolve(
@@ -86,7 +86,7 @@ class StorageConfig:
             timeout=timeout if timeout is not None else float(env.get("WDS_TIMEOUT", "60")),
         )
         return cls(
-            streaming=env.get("WDS_STREAMING", "0") not in ("0", "false", "no"),
+            streaming=env.get("WDS_STREAMING", "1").lower() not in ("0", "false", "no", "off"),
             storage_options=dict(storage_options) if storage_options else None,
             rewrites=rules,
             ais_endpoint=endpoint,
