@@ -62,7 +62,7 @@ class Case:
     nbytes: int
     targets: list[Target] = field(default_factory=list)
     prepare: Callable[[], None] | None = None  # untimed, once before the repetitions
-    fresh_process: bool = False  # every measurement in a new child (time to first sample)
+    fresh_process: bool = False  # every measurement in a new child (TTFS, process-wide state)
     rss: bool = True  # measure peak RSS of the non-limit variants in a child
 
 
@@ -185,6 +185,9 @@ def raw_case(ctx: Context, name: str, target: float) -> Case:
         nbytes=s.nbytes,
         targets=[Target("cloudwds", "webdataset", target, f">= {target:g}x webdataset")],
         prepare=lambda: limits.cat_files(paths),
+        # Large members: cloudwds tunes glibc's allocator (cloudwds.allocator) in the process
+        # that reads them, which would speed up webdataset too if they shared this process.
+        fresh_process=name == "large",
     )
 
 

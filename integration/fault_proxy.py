@@ -11,6 +11,8 @@ Faults (all armed at runtime, consumed in request order, cleared by ``reset()``)
 * ``cut_after(nbytes, times)``: close the connection after ``nbytes`` of the response
   (status line and headers included) to each of the next ``times`` matching requests;
 * ``delay(seconds, times)``: hold matching requests that long before forwarding them;
+* ``stall_after(nbytes, times)``: forward ``nbytes`` of the response, then hold the rest until
+  ``release()`` (or a timeout) — a download visibly in progress, without timing;
 * ``set_offline(True)`` / ``offline()``: stop listening and drop open connections
   (clients get "connection refused"), keeping the port for ``set_offline(False)``.
 """
@@ -57,11 +59,12 @@ class Request:
 
 @dataclass
 class _Fault:
-    kind: str  # "503" | "cut" | "delay"
+    kind: str  # "503" | "cut" | "cut-abort" | "delay" | "stall"
     times: int | None  # None: until reset()
     method: str | None
     path_contains: str | None
     value: float = 0.0
+    timeout: float = 0.0
 
     def matches(self, method: str, target: str) -> bool:
         if self.times is not None and self.times <= 0:
@@ -115,6 +118,8 @@ class _Conn:
     upstream: socket.socket | None = None
     cut_left: int | None = None  # response bytes still allowed before a cut
     cut_abort: bool = False
+    stall_left: int | None = None  # response bytes forwarded before a stall
+    stall_timeout: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
 
@@ -147,6 +152,7 @@ class FaultProxy:
         self.connections = 0
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self._ids = itertools.count(1)
         self._conns: set[_Conn] = set()
         self._listener: socket.socket | None = None
@@ -248,6 +254,22 @@ class FaultProxy:
     ) -> None:
         """Hold matching requests ``seconds`` before forwarding (``times=None``: until reset)."""
         self._arm(_Fault("delay", times, method, path_contains, seconds))
+
+    def stall_after(
+        self,
+        nbytes: int,
+        times: int | None = 1,
+        method: str | None = "GET",
+        path_contains: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Forward ``nbytes`` of the next matching responses, then hold them until release()."""
+        self._released.clear()
+        self._arm(_Fault("stall", times, method, path_contains, nbytes, timeout))
+
+    def release(self) -> None:
+        """Let stalled responses continue."""
+        self._released.set()
 
     def reset(self) -> None:
         """Clear all faults and counters (does not touch open connections)."""
@@ -366,6 +388,9 @@ class FaultProxy:
             cut = next((f for f in faults if f.kind.startswith("cut")), None)
             conn.cut_left = int(cut.value) if cut else None
             conn.cut_abort = bool(cut and cut.kind == "cut-abort")
+            stall = next((f for f in faults if f.kind == "stall"), None)
+            conn.stall_left = int(stall.value) if stall else None
+            conn.stall_timeout = stall.timeout if stall else 0.0
             conn.upstream.sendall(head)
             self._copy_body(reader, headers, conn.upstream)
 
@@ -411,6 +436,15 @@ class FaultProxy:
                 data = conn.upstream.recv(_CHUNK)
                 if not data:
                     break
+                stall = conn.stall_left
+                if stall is not None:
+                    if len(data) < stall:
+                        conn.stall_left = stall - len(data)
+                    else:
+                        conn.client.sendall(data[:stall])
+                        data = data[stall:]
+                        conn.stall_left = None
+                        self._released.wait(conn.stall_timeout)
                 left = conn.cut_left
                 if left is not None and len(data) >= left:
                     if left:

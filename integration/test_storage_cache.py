@@ -27,6 +27,7 @@ from .storage_support import (
     make_backend,
     read_in_process,
     rows,
+    use_mode,
 )
 
 pytestmark = pytest.mark.usefixtures("clean_wds_env")
@@ -201,8 +202,11 @@ def test_cache_stays_within_its_budget(s3_server: Endpoint, tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------- first sample
-def test_first_sample_arrives_before_the_download_ends(s3_server: Endpoint, tmp_path: Path) -> None:
-    """40 MiB shard, cached: the first sample is yielded once the first 1 MiB block is in."""
+def test_first_sample_arrives_before_the_download_ends(
+    s3_server: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 MiB shard, cached, ranged reads: the first sample is out once the 1 MiB block is in."""
+    use_mode(monkeypatch, "ranged")
     backend = Backend("s3", s3_server)
     shards = make_shards(1, 160, bin_size=256 * 1024, seed=61)
     name = shards.names[0]
@@ -242,9 +246,45 @@ def test_first_sample_arrives_before_the_download_ends(s3_server: Endpoint, tmp_
     assert Path(cache.local_path(url)).read_bytes() == shards.data[name]
 
 
-def test_first_sample_without_cache_requests_only_the_read_ahead(
-    s3_server: Endpoint,
+def test_first_sample_arrives_while_the_streamed_download_is_held(
+    s3_server: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Streamed GET, cached: with the response held after 2 MiB, the first sample still comes."""
+    use_mode(monkeypatch, "streamed")
+    backend = Backend("s3", s3_server)
+    shards = make_shards(1, 160, bin_size=256 * 1024, seed=61)
+    name = shards.names[0]
+    base = backend.upload(shards)
+    url = backend.urls(shards, base)[0]
+    s3_server.proxy.stall_after(2 << 20, times=1, path_contains=name)
+    try:
+        ds = cloudwds.WebDataset(url, cache_dir=tmp_path, **backend.kwargs)
+        cache = ds.storage.cache
+        it = iter(ds)
+        first = next(it)
+        ranges = [r.range for r in s3_server.requests(f"{base}/{name}")]
+        temps = glob.glob(str(tmp_path / "s3" / base / f".{name}.*.part"))
+        published = cache.contains(url)
+        temp_size = os.path.getsize(temps[0]) if temps else None
+    finally:
+        s3_server.proxy.release()
+    assert first["__key__"] == "sample000000"
+    assert first["bin"] == shards.per_shard[name][0].members["bin"]
+    assert ranges == [None]  # one GET for the whole object
+    assert not published
+    assert temp_size is not None and 0 < temp_size <= 2 << 20  # only what the proxy let through
+    rest = list(it)
+    assert_same(rows([first, *rest]), expected_rows(shards, [url]))
+    cache.wait()
+    assert Path(cache.local_path(url)).read_bytes() == shards.data[name]
+    assert [r.range for r in s3_server.requests(f"{base}/{name}")] == [None]  # never re-read
+
+
+@pytest.mark.parametrize("mode", ["ranged", "streamed"])
+def test_first_sample_without_cache_requests_only_the_read_ahead(
+    s3_server: Endpoint, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_mode(monkeypatch, mode)
     backend = Backend("s3", s3_server)
     shards = make_shards(1, 160, bin_size=256 * 1024, seed=61)
     name = shards.names[0]
@@ -254,6 +294,9 @@ def test_first_sample_without_cache_requests_only_the_read_ahead(
     first = next(it)
     reqs = s3_server.requests(f"{base}/{name}")
     assert first["__key__"] == "sample000000"
-    # The first block and one read-ahead block (sent together: either may arrive first).
-    assert sorted(r.range for r in reqs) == ["bytes=0-1048575", f"bytes=1048576-{(9 << 20) - 1}"]
+    if mode == "streamed":
+        assert [r.range for r in reqs] == [None]  # one GET, read as the samples are consumed
+    else:  # the first block and one read-ahead block (sent together: either may arrive first)
+        expect = ["bytes=0-1048575", f"bytes=1048576-{(9 << 20) - 1}"]
+        assert sorted(r.range for r in reqs) == expect
     assert len(list(it)) == 159
