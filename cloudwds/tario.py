@@ -29,6 +29,9 @@ BLOCK = 512
 DEFAULT_BUFSIZE = 1 << 20
 # Members at least this large bypass the shared buffer and are read into their own buffer.
 _DIRECT_READ = 256 * 1024
+# After a large member, refill with a small read: the next large member's data would otherwise
+# be read twice (into the shared buffer, then again by its own read after seeking back).
+_REFILL_AFTER_LARGE = 64 * 1024
 
 _REGULAR = (b"0", b"\0", b"7")
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
@@ -65,11 +68,13 @@ def iter_members(
     pending_size: int | None = None  # from a pax 'size'
     last_name: str | None = None
     first = True
+    refill = bufsize
 
     while True:
         # --- header block -------------------------------------------------------------
         if len(buf) - pos < BLOCK:
-            buf, pos = _refill(read, buf, pos, BLOCK, bufsize)
+            buf, pos = _refill(read, buf, pos, BLOCK, refill)
+            refill = bufsize
             if len(buf) - pos < BLOCK:
                 if len(buf) == pos and not first:
                     raise TruncatedShardError(
@@ -119,6 +124,8 @@ def iter_members(
         if typeflag in _REGULAR:
             last_name = name
             data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, name, seek)
+            if size >= _DIRECT_READ:
+                refill = _REFILL_AFTER_LARGE
             if skip_meta and name.startswith("__") and name.endswith("__") and "/" not in name:
                 continue
             yield name, data
