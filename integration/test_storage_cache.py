@@ -202,18 +202,24 @@ def test_cache_stays_within_its_budget(s3_server: Endpoint, tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------- first sample
+BIG_SHARD = make_shards(1, 160, bin_size=256 * 1024, seed=61)  # ~41 MiB, 160 samples
+
+
+def _upload_big(backend: Backend) -> tuple[str, str, str]:
+    """Upload BIG_SHARD; return its member name, the bucket prefix and its URL."""
+    base = backend.upload(BIG_SHARD)
+    return BIG_SHARD.names[0], base, backend.urls(BIG_SHARD, base)[0]
+
+
 def test_first_sample_arrives_before_the_download_ends(
     s3_server: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """40 MiB shard, cached, ranged reads: the first sample is out once the 1 MiB block is in."""
     use_mode(monkeypatch, "ranged")
     backend = Backend("s3", s3_server)
-    shards = make_shards(1, 160, bin_size=256 * 1024, seed=61)
-    name = shards.names[0]
-    size = len(shards.data[name])
-    assert size > 40 << 20
-    base = backend.upload(shards)
-    url = backend.urls(shards, base)[0]
+    shards = BIG_SHARD
+    name, base, url = _upload_big(backend)
+    assert len(shards.data[name]) > 40 << 20
     proxy = s3_server.proxy
     # The first data GET to arrive goes through at once; later ones are held back for a while,
     # so what the reader had at the first sample is visible (no timing is asserted).
@@ -252,10 +258,8 @@ def test_first_sample_arrives_while_the_streamed_download_is_held(
     """Streamed GET, cached: with the response held after 2 MiB, the first sample still comes."""
     use_mode(monkeypatch, "streamed")
     backend = Backend("s3", s3_server)
-    shards = make_shards(1, 160, bin_size=256 * 1024, seed=61)
-    name = shards.names[0]
-    base = backend.upload(shards)
-    url = backend.urls(shards, base)[0]
+    shards = BIG_SHARD
+    name, base, url = _upload_big(backend)
     s3_server.proxy.stall_after(2 << 20, times=1, path_contains=name)
     try:
         ds = cloudwds.WebDataset(url, cache_dir=tmp_path, **backend.kwargs)
@@ -286,10 +290,7 @@ def test_first_sample_without_cache_requests_only_the_read_ahead(
 ) -> None:
     use_mode(monkeypatch, mode)
     backend = Backend("s3", s3_server)
-    shards = make_shards(1, 160, bin_size=256 * 1024, seed=61)
-    name = shards.names[0]
-    base = backend.upload(shards)
-    url = backend.urls(shards, base)[0]
+    name, base, url = _upload_big(backend)
     it = iter(cloudwds.WebDataset(url, **backend.kwargs))
     first = next(it)
     reqs = s3_server.requests(f"{base}/{name}")
