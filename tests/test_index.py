@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import make_shards, write_tar
+from moto_support import moto_s3
 
 from cloudwds.errors import TruncatedShardError
 from cloudwds.index import (
@@ -46,33 +46,8 @@ class S3:
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3]:
     """A moto S3 server on 127.0.0.1 with dummy credentials."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }.items():
-            mp.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            mp.delenv(name, raising=False)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            _, port = server.get_host_and_port()
-            endpoint = f"http://127.0.0.1:{port}"
-            import s3fs
-
-            fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-            fs.mkdir("indexdata")  # moto keeps one in-process backend: own bucket name
-            yield S3(endpoint, fs)
-        finally:
-            server.stop()
+    with moto_s3("indexdata") as (endpoint, fs):
+        yield S3(endpoint, fs)
 
 
 def shards_in(directory, nshards: int, nsamples: int, **kw: Any):
