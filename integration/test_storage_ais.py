@@ -25,18 +25,26 @@ pytestmark = pytest.mark.usefixtures("clean_wds_env")
 SHARDS = make_shards(4, [5, 3, 4, 6], bin_size=3500, seed=71)
 
 
+def _upload_both(
+    gateway: AISGateway, s3_server: Endpoint, gcs_server: Endpoint, mp: pytest.MonkeyPatch
+) -> tuple[Backend, str, Backend, str]:
+    """SHARDS in an S3 and a GCS bucket; AIS_ENDPOINT set to the gateway, its counts reset."""
+    s3 = Backend("s3", s3_server)
+    gs = Backend("gs", gcs_server)
+    s3_base = s3.upload(SHARDS)
+    gs_base = gs.upload(SHARDS)
+    gateway.reset_counts()
+    mp.setenv("AIS_ENDPOINT", gateway.endpoint)
+    return s3, s3_base, gs, gs_base
+
+
 def test_env_routes_gs_and_s3_through_the_gateway(
     ais_gateway: AISGateway,
     s3_server: Endpoint,
     gcs_server: Endpoint,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    s3 = Backend("s3", s3_server)
-    gs = Backend("gs", gcs_server)
-    s3_base = s3.upload(SHARDS)
-    gs_base = gs.upload(SHARDS)
-    ais_gateway.reset_counts()
-    monkeypatch.setenv("AIS_ENDPOINT", ais_gateway.endpoint)
+    s3, s3_base, gs, gs_base = _upload_both(ais_gateway, s3_server, gcs_server, monkeypatch)
     monkeypatch.setenv("USE_AIS_FOR", "gs:s3")
     urls = s3.urls(SHARDS, s3_base)[:2] + gs.urls(SHARDS, gs_base)[2:]
     # No storage_options at all: the reader never talks to S3 or GCS itself.
@@ -60,12 +68,7 @@ def test_use_ais_for_only_routes_the_named_schemes(
     gcs_server: Endpoint,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    s3 = Backend("s3", s3_server)
-    gs = Backend("gs", gcs_server)
-    s3_base = s3.upload(SHARDS)
-    gs_base = gs.upload(SHARDS)
-    ais_gateway.reset_counts()
-    monkeypatch.setenv("AIS_ENDPOINT", ais_gateway.endpoint)
+    s3, s3_base, gs, gs_base = _upload_both(ais_gateway, s3_server, gcs_server, monkeypatch)
     monkeypatch.setenv("USE_AIS_FOR", "gs")
     urls = [s3.urls(SHARDS, s3_base)[0], gs.urls(SHARDS, gs_base)[1]]
     ds = cloudwds.WebDataset(urls, storage_options={"s3": s3_server.storage_options})

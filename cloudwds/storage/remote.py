@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import fsspec
 import fsspec.asyn
@@ -176,7 +176,30 @@ def object_size(fs: Any, path: str, url: str, policy: RetryPolicy) -> int:
     return int(size)
 
 
-class RangeReader:
+class RemoteReader:
+    """What every remote reader shares: a readable stream, closed on exit and on collection
+    (so an abandoned shard stops its background requests). Subclasses define ``close``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class RangeReader(RemoteReader):
     """A sequential, read-only stream over an object, fetched as ranged blocks with read-ahead."""
 
     def __init__(
@@ -301,9 +324,6 @@ class RangeReader:
         COUNTERS.add("bytes_remote", len(out))
         return out
 
-    def readable(self) -> bool:
-        return True
-
     def _cancel_pending(self) -> None:
         for _, _, fut in self._pending:
             fut.cancel()
@@ -318,15 +338,3 @@ class RangeReader:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         self._cur = b""
-
-    def __enter__(self) -> RangeReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

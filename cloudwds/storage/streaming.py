@@ -27,7 +27,7 @@ import fsspec.asyn
 
 from ..errors import StorageError
 from ..stats import COUNTERS
-from .remote import RetryPolicy
+from .remote import RemoteReader, RetryPolicy
 
 log = logging.getLogger("cloudwds.storage")
 
@@ -87,7 +87,7 @@ def backend_for(fs: Any) -> Callable[[Any, str, int], Awaitable[tuple[ReadFn, Cl
 _END = object()
 
 
-class StreamReader:
+class StreamReader(RemoteReader):
     """Sequential read-only stream over one object via streamed GETs (see module doc).
 
     Invariant: the bytes put in the queue are exactly ``object[0:offset]`` in order; after an
@@ -211,9 +211,6 @@ class StreamReader:
         COUNTERS.add("bytes_remote", len(out))
         return out
 
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         self._stop.set()
         self._done = True
@@ -222,16 +219,4 @@ class StreamReader:
             while True:
                 self._queue.get_nowait()
         except queue.Empty:
-            pass
-
-    def __enter__(self) -> StreamReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
             pass
