@@ -19,9 +19,12 @@ from .errors import (
     MissingKeyError,
     PipeError,
     ShardError,
+    ShardNotFoundError,
+    StorageAccessError,
     StorageError,
     TarFormatError,
     TruncatedShardError,
+    UnsafeInputError,
 )
 from .exact import ExactEpochSource
 from .handlers import (
@@ -82,6 +85,8 @@ __all__ = [
     "PipeError",
     "ResampledShards",
     "ShardError",
+    "ShardNotFoundError",
+    "StorageAccessError",
     "ShardWriter",
     "SimpleShardList",
     "SpecError",
@@ -91,6 +96,7 @@ __all__ = [
     "TarFormatError",
     "TarWriter",
     "TruncatedShardError",
+    "UnsafeInputError",
     "WebDataset",
     "WebLoader",
     "batched",
