@@ -261,3 +261,55 @@ def test_tar_writer_pickle_payloads_stay_lossless(tmp_path):
     (s,) = read_back(path)
     assert s["pickle"] == value and s["pyd"] == value
     assert pickle.loads(dict(members_of(path))["p.pyd"]) == value
+
+
+# ---------------------------------------------------------------- file modes follow the umask
+@pytest.fixture(params=[0o022, 0o027, 0o002])
+def umask(request):
+    """Run the test under a given umask (pytest runs tests in one thread, so this is safe here)."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def mode_of(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_tar_writer_and_shard_writer_files_follow_the_umask(tmp_path, umask):
+    expected = 0o666 & ~umask
+    with wds.TarWriter(str(tmp_path / "one.tar")) as sink:
+        sink.write(sample(0))
+    with wds.ShardWriter(str(tmp_path / "many-%03d.tar"), maxcount=2) as sink:
+        for i in range(5):
+            sink.write(sample(i))
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["many-000.tar", "many-001.tar", "many-002.tar", "one.tar"]
+    assert {p.name: mode_of(p) for p in tmp_path.iterdir()} == dict.fromkeys(written, expected)
+
+
+def test_cli_outputs_follow_the_umask(tmp_path, umask, capsys):
+    from cloudwds.cli import main
+
+    expected = 0o666 & ~umask
+    with wds.ShardWriter(str(tmp_path / "src-%03d.tar"), maxcount=3) as sink:
+        for i in range(6):
+            sink.write(sample(i))
+    spec = str(tmp_path / "src-{000..001}.tar")
+    out = tmp_path / "out"
+    assert main(["-q", "reshard", spec, "-o", str(out / "re-%03d.tar"), "--maxcount", "4"]) == 0
+    assert main(["-q", "index", spec, "-o", str(out / "index.json")]) == 0
+    assert main(["head", spec, "--field", "txt", "-o", str(out / "first.txt")]) == 0
+    capsys.readouterr()
+    assert (out / "first.txt").read_text() == "text 0"
+    modes = {p.name: mode_of(p) for p in out.iterdir()}
+    assert modes == dict.fromkeys(["re-000.tar", "re-001.tar", "index.json", "first.txt"], expected)
+
+
+def test_a_failed_write_still_leaves_nothing_behind(tmp_path, umask):
+    with pytest.raises(RuntimeError), wds.TarWriter(str(tmp_path / "x.tar")) as sink:
+        sink.write(sample(0))
+        raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []
