@@ -13,18 +13,22 @@ from dataclasses import dataclass
 
 import braceexpand
 
+from .security import check_rewrite
+
 
 def expand_urls(urls: str | Iterable[str]) -> list[str]:
     """Turn a URL spec into a list of shard URLs.
 
-    A string is split on ``::`` (webdataset's list separator) and each part brace-expanded
-    (``shard-{000000..000009}.tar``); a list is expanded element by element. ``pipe:`` commands
-    are not brace-expanded inside the command, except that the whole spec is, as in webdataset.
+    A string is split on ``::`` (webdataset's list separator), ``${NAME}`` is replaced by the
+    environment variable ``WDS_NAME`` (:func:`envsubst`), and each part is brace-expanded
+    (``shard-{000000..000009}.tar``); a list is expanded element by element (see
+    :func:`shard_list` for webdataset's literal lists). ``pipe:`` commands are not brace-expanded
+    inside the command, except that the whole spec is, as in webdataset.
     """
     if isinstance(urls, os.PathLike):
         urls = os.fspath(urls)
     if isinstance(urls, str):
-        parts = [p for p in urls.split("::") if p]
+        parts = [envsubst(p) for p in urls.split("::") if p]
     else:
         parts = [os.fspath(u) if isinstance(u, os.PathLike) else u for u in urls]
     result: list[str] = []
@@ -33,6 +37,42 @@ def expand_urls(urls: str | Iterable[str]) -> list[str]:
             raise TypeError(f"shard URL must be a string, got {type(part).__name__}: {part!r}")
         result.extend(braceexpand.braceexpand(part))
     return result
+
+
+def shard_list(urls: str | os.PathLike[str] | Iterable[str]) -> list[str]:
+    """webdataset's rule for shard lists: a string is expanded, a list is taken literally.
+
+    ``SimpleShardList(["a-{0..1}.tar"])`` reads a shard named ``a-{0..1}.tar``, as webdataset
+    does; pass a string (``"a-{0..1}.tar"``) or :func:`expand_urls` for brace expansion.
+    """
+    if isinstance(urls, (str, os.PathLike)):
+        return expand_urls(urls)
+    result = [os.fspath(u) if isinstance(u, os.PathLike) else u for u in urls]
+    for url in result:
+        if not isinstance(url, str):
+            raise TypeError(f"shard URL must be a string, got {type(url).__name__}: {url!r}")
+    return result
+
+
+_ENV_REF = re.compile(r"\$\{(\w+)\}")
+
+
+def envlookup(m: re.Match[str]) -> str:
+    """The value of ``WDS_<name>`` for a ``${name}`` match; a missing variable is an error."""
+    key = "WDS_" + m.group(1)
+    if key not in os.environ:
+        raise ValueError(f"missing environment variable {key} for ${{{m.group(1)}}} in a shard URL")
+    return os.environ[key]
+
+
+def envsubst(s: str) -> str:
+    """Replace ``${name}`` by ``$WDS_name`` (repeatedly, up to 10 levels, as webdataset does)."""
+    for _ in range(10):
+        last = s
+        s = _ENV_REF.sub(envlookup, s)
+        if s == last:
+            break
+    return s
 
 
 @dataclass(frozen=True)
@@ -107,10 +147,15 @@ def rewrites_from_env(environ: Mapping[str, str] | None = None) -> tuple[Rewrite
 
 
 def apply_rewrites(url: str, rules: Sequence[Rewrite]) -> str:
-    """Apply the first matching rule (first match wins); unmatched URLs pass through."""
+    """Apply the first matching rule (first match wins); unmatched URLs pass through.
+
+    A rule that would paste a URL containing shell syntax into a ``pipe:`` command raises
+    :class:`~cloudwds.errors.UnsafeInputError` (:func:`cloudwds.security.check_rewrite`).
+    """
     for rule in rules:
         rewritten = rule.apply(url)
         if rewritten is not None:
+            check_rewrite(url, rewritten)
             return rewritten
     return url
 

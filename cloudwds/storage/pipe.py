@@ -4,6 +4,10 @@ webdataset leaks the subprocess when a consumer abandons a shard mid-way; here t
 in its own process group, and closing the stream early kills the whole group (the shell *and*
 what it started, e.g. ``curl``) and reaps it, so no zombie or orphan is left behind. A command
 that exits non-zero after the stream was read to the end raises :class:`PipeError`.
+
+Every command starts here, so this is where ``WDS_SECURE=1`` refuses them
+(:func:`cloudwds.security.check_pipe_allowed`); whether a ``pipe:`` URL from data may get this
+far is decided earlier, by the loader that read it (see :mod:`cloudwds.security`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import subprocess
 from typing import IO
 
 from ..errors import PipeError
+from ..security import check_pipe_allowed
 
 # Exit statuses that mean "the reader went away", not "the command failed".
 _SIGPIPE_STATUSES = {141, -signal.SIGPIPE}
@@ -23,6 +28,7 @@ class PipeReader:
     """Read the stdout of ``cmd``; raise at EOF if it failed, kill it if closed early."""
 
     def __init__(self, cmd: str, url: str, bufsize: int = 1 << 20):
+        check_pipe_allowed("pipe:" + cmd)  # WDS_SECURE=1 refuses every command
         self.url = url
         self.cmd = cmd
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
@@ -91,6 +97,7 @@ class PipeWriter:
     """Write to the stdin of ``cmd``; ``close()`` waits and raises if the command failed."""
 
     def __init__(self, cmd: str, url: str):
+        check_pipe_allowed("pipe:" + cmd)  # WDS_SECURE=1 refuses every command
         self.url = url
         self.cmd = cmd
         self._proc = subprocess.Popen(
