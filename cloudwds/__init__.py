@@ -3,6 +3,7 @@
 This module only re-exports the public names.
 """
 
+from .as_webdataset import install_as_webdataset
 from .codecs import (
     Decoder,
     handle_extension,
@@ -111,6 +112,7 @@ __all__ = [
     "ignore_and_continue",
     "ignore_and_stop",
     "imagehandler",
+    "install_as_webdataset",
     "load_index",
     "load_spec",
     "make_decoder",
