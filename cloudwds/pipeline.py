@@ -68,7 +68,11 @@ class FluidInterface:
             wanted = sorted({k for f in fields for k in f.split(";") if not k.startswith("__")})
             if wanted:
                 fused = st.decode(
-                    *last.args, handler=last.handler, only=wanted, partial=last.partial
+                    *last.args,
+                    handler=last.handler,
+                    only=wanted,
+                    partial=last.partial,
+                    trusted=last.trusted,
                 )
                 new = self._copy()  # type: ignore[attr-defined]
                 new.pipeline[-1] = fused

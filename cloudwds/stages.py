@@ -98,7 +98,8 @@ class decode(Stage):
 
     String arguments are image specs (``rgb``, ``torchrgb``, ``l8``, ``pil``, ...); callables are
     ``handler(key, data) -> value | None``. Basic types (json, cls, txt, npy, ...) are always
-    decoded. ``only`` restricts decoding to some fields.
+    decoded. ``only`` restricts decoding to some fields. ``trusted=True`` loads pickles and
+    ``.pth`` files in full (see :mod:`cloudwds.security`; default: ``WDS_TRUSTED``).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class decode(Stage):
         handler: Handler = reraise_exception,
         only: Sequence[str] | str | None = None,
         partial: bool = False,
+        trusted: bool | None = None,
     ):
         from .codecs import make_decoder
 
@@ -114,7 +116,8 @@ class decode(Stage):
         self.handler = handler
         self.only = only
         self.partial = partial
-        self._decoder = make_decoder(*args, only=only, partial=partial)
+        self.trusted = trusted
+        self._decoder = make_decoder(*args, only=only, partial=partial, trusted=trusted)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -125,7 +128,9 @@ class decode(Stage):
         from .codecs import make_decoder
 
         self.__dict__.update(state)
-        self._decoder = make_decoder(*self.args, only=self.only, partial=self.partial)
+        self._decoder = make_decoder(
+            *self.args, only=self.only, partial=self.partial, trusted=self.trusted
+        )
 
     def apply(self, src, world):
         decoder = self._decoder

@@ -4,18 +4,24 @@ A tar member's suffix names its format (``cls`` → int, ``json`` → JSON, ``np
 table below is the single place that mapping lives; it is exposed read-only as :data:`decoders`
 and extended with :func:`register_decoder`, which refuses silent overrides (``clobber=False``).
 Heavy or optional libraries (torch, msgpack, cbor2) are imported on first use only.
+
+Pickles and torch files are decoded under the trust policy of :mod:`cloudwds.security`
+(allow-listed types, weights-only torch) unless the data is trusted.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import pickle
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from ..security import load_pickle, load_torch
+from ..security import torch_loads as torch_loads  # webdataset's names; refused under WDS_SECURE
+from ..security import unpickle_loads as unpickle_loads
 
 DecodeFn = Callable[[bytes], Any]
 
@@ -45,19 +51,27 @@ def decode_json(data: bytes) -> Any:
     return json.loads(data)
 
 
-def decode_pickle(data: bytes) -> Any:
-    """Unpickle (``pyd``, ``pickle``, ``pkl``): only read shards you trust."""
-    return pickle.loads(data)
+def decode_pickle(data: bytes, *, trusted: bool | None = None) -> Any:
+    """Unpickle (``pyd``, ``pickle``, ``pkl``) through the allow-list of plain data types.
 
-
-def decode_torch(data: bytes) -> Any:
-    """Load a ``torch.save`` payload onto the CPU.
-
-    ``weights_only=False`` like webdataset: a ``.pth`` member is as trusted as a ``.pyd`` one.
+    A shard may come from anyone, and ``pickle.loads`` runs whatever the pickle names; so only
+    built-in containers and scalars, numpy arrays and torch tensors are rebuilt unless
+    ``trusted`` (default: ``WDS_TRUSTED=1``) — see :func:`cloudwds.security.load_pickle`.
     """
-    import torch
+    return load_pickle(data, trusted=trusted)
 
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+def decode_torch(data: bytes, *, trusted: bool | None = None) -> Any:
+    """Load a ``torch.save`` payload onto the CPU, ``weights_only=True`` unless ``trusted``.
+
+    webdataset loads with ``weights_only=False``, which runs code from the shard; tensors,
+    state dicts and plain containers load the same either way (:func:`cloudwds.security.load_torch`).
+    """
+    return load_torch(data, trusted=trusted)
+
+
+# Decoders that take ``trusted=``: a Decoder built with ``trusted=`` passes it on to these.
+TRUST_AWARE: frozenset[DecodeFn] = frozenset([decode_pickle, decode_torch])
 
 
 def decode_npy(data: bytes) -> np.ndarray:

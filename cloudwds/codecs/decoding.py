@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..errors import DecodingError
-from .basic import _DECODERS, basichandlers, extension_of, normalize_extension
+from ..errors import DecodingError, ShardError
+from .basic import _DECODERS, TRUST_AWARE, basichandlers, extension_of, normalize_extension
 from .images import IMAGE_SPECS, ImageHandler
 
 HandlerFn = Callable[[str, bytes], Any]
@@ -167,6 +167,10 @@ class Decoder:
       through untouched. Used by ``to_tuple`` to decode only the requested fields.
     - ``partial``: webdataset's meaning; if True, fields that are not bytes (already decoded)
       pass through; if False they raise ``DecodingError``.
+    - ``trusted``: ``True`` loads ``.pyd``/``.pickle``/``.pkl`` with full pickle and ``.pth``
+      with ``weights_only=False`` (code in the data runs!); ``None`` (default) follows
+      ``WDS_TRUSTED``; see :mod:`cloudwds.security`. A refused member raises
+      :class:`~cloudwds.errors.UnsafeInputError` naming the shard URL and the member.
 
     Fields nobody handles stay ``bytes``. ``__``-prefixed metadata given as bytes becomes str.
     Picklable if its handlers are (all built-in handlers are).
@@ -179,6 +183,7 @@ class Decoder:
         post: list[HandlerFn] | None = None,
         only: str | Iterable[str] | None = None,
         partial: bool = False,
+        trusted: bool | None = None,
     ) -> None:
         """Check every handler is callable up front so errors show at construction."""
         self.handlers: tuple[HandlerFn, ...] = tuple(
@@ -188,10 +193,12 @@ class Decoder:
         )
         self.only = _split_only(only)
         self.partial = bool(partial)
+        self.trusted = None if trusted is None else bool(trusted)
 
     def __repr__(self) -> str:
         only = None if self.only is None else " ".join(sorted(self.only))
-        return f"Decoder({list(self.handlers)!r}, only={only!r}, partial={self.partial})"
+        trusted = "" if self.trusted is None else f", trusted={self.trusted}"
+        return f"Decoder({list(self.handlers)!r}, only={only!r}, partial={self.partial}{trusted})"
 
     def decode1(self, key: str, data: bytes) -> Any:
         """Decode one field's bytes by its suffix ``key`` (no leading dot); bytes if unhandled."""
@@ -207,6 +214,8 @@ class Decoder:
                     ext = extension_of(key)
                 f = _DECODERS.get(ext)
                 if f is not None:
+                    if self.trusted is not None and f in TRUST_AWARE:
+                        return f(data, trusted=self.trusted)
                     return f(data)
                 continue
             result = h(dotted, data)
@@ -240,7 +249,7 @@ class Decoder:
                     )
             try:
                 result[k] = self.decode1(k, v)
-            except DecodingError as exn:
+            except ShardError as exn:  # DecodingError, UnsafeInputError: add where, keep type
                 if exn.url is None:
                     exn.url = _url(sample)
                 if exn.member is None:
@@ -285,6 +294,7 @@ def make_decoder(
     post: list[HandlerFn] | None = None,
     only: str | Iterable[str] | None = None,
     partial: bool = False,
+    trusted: bool | None = None,
 ) -> Decoder:
     """Build the ``Decoder`` behind ``wds.decode(...)`` / ``.decode(...)`` from user arguments.
 
@@ -292,6 +302,7 @@ def make_decoder(
     With no args only the basic decoders run, so images stay bytes (as in webdataset).
     ``handler`` is the stage's error policy; it is accepted so callers can forward the
     keywords of ``decode()`` unchanged, and is applied by the stage, not by the Decoder.
+    ``trusted`` opts in to full pickle / torch loads (see :class:`Decoder`).
     """
     del handler  # the map stage applies the error policy
     handlers: list[HandlerFn] = []
@@ -306,4 +317,4 @@ def make_decoder(
             handlers.extend(_flatten_handlers([arg], "decode"))
         else:
             raise TypeError(f"decode() takes image specs or handlers, got {arg!r}")
-    return Decoder(handlers, pre=pre, post=post, only=only, partial=partial)
+    return Decoder(handlers, pre=pre, post=post, only=only, partial=partial, trusted=trusted)
