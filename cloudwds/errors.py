@@ -55,6 +55,14 @@ class TruncatedShardError(ShardError, tarfile.ReadError):
     """The stream ended before the archive did (a member's data or the header block was cut)."""
 
 
+class MemberTooLargeError(ShardError):
+    """A member (or a gzip member once inflated) is larger than the per-member size limit.
+
+    The limit (``max_member_size=``, ``WDS_MAX_MEMBER_SIZE``) bounds what one member may make
+    the reader hold in memory; a shard that claims more is refused instead of exhausting memory.
+    """
+
+
 class DuplicateMemberError(ShardError, ValueError):
     """Two members of one sample map to the same suffix (``a.jpg`` twice in a row)."""
 

@@ -3,43 +3,116 @@
 Why not :mod:`tarfile`: it builds a ``TarInfo`` object per member, verifies every header checksum
 in Python and assembles member data from 10 KiB reads. Here the stream is read in large blocks
 into one buffer, headers are parsed with a few slices, small members are sliced straight out of
-that buffer and large members are read directly into a buffer of their exact size.
+that buffer and large members are read directly into a buffer of their own.
 
 Checksums: a header that carries the ``ustar`` magic is trusted without summing its 512 bytes
 (a sum per member costs as much as the rest of the parse); any header without the magic
 (old v7 archives, garbage, a file that is not a tar at all) must pass the checksum or the read
 fails with :class:`TarFormatError`. ``verify_checksums=True`` checks every header.
 
+Hostile or damaged input (shards come from other people's buckets): the reader terminates on
+every input in time linear in the bytes it reads, because every header moves the position
+forward by at least one block and every size is checked to be a non-negative number before it
+is used. It never allocates much more than the data that has actually arrived: a header's size
+is a claim, so a member larger than ``_READ_AHEAD`` grows its buffer as its bytes come in, and
+no member may be larger than ``max_member_size`` (:class:`MemberTooLargeError`). Every
+malformation is a :class:`TarFormatError` or :class:`TruncatedShardError` whose ``member`` is:
+
+- the member whose header or data was being read, when its name is known (from a pax ``path``,
+  a GNU long name, or the name field of a header that passed its checks);
+- otherwise the last member read before the damage (the message then says "after" it and
+  gives the archive offset);
+- otherwise, before any member, ``"<header at offset N>"``.
+
+The end-of-archive marker is a zero block. What follows it must be zeros too (tar pads to a
+record size); anything else — typically a second archive appended to the first — is reported
+as a :class:`TarFormatError` after the members before the marker were yielded, instead of
+being dropped silently as :mod:`tarfile` does.
+
 Invariants of :func:`iter_members`: ``buf[pos:]`` holds the unread bytes that were already
-fetched from the stream; ``pos`` is always at a 512-byte boundary of the archive.
+fetched from the stream; ``pos`` is always at a 512-byte boundary of the archive; ``base`` is
+the archive offset of ``buf[0]``.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import tarfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from .allocator import tune_for_large_buffers
-from .errors import TarFormatError, TruncatedShardError
+from .errors import MemberTooLargeError, ShardError, TarFormatError, TruncatedShardError
 
 BLOCK = 512
 DEFAULT_BUFSIZE = 1 << 20
+# Per-member limit: generous (video members of a few GiB are fine), but a header claiming a
+# terabyte is refused before anything is read. Also bounds what a gzip member may inflate to.
+DEFAULT_MAX_MEMBER_SIZE = 8 << 30
+MAX_MEMBER_SIZE_ENV = "WDS_MAX_MEMBER_SIZE"
 # Members at least this large bypass the shared buffer and are read into their own buffer.
 _DIRECT_READ = 256 * 1024
+# The most bytes allocated for a member before they have arrived. Larger members grow their
+# buffer (at most doubling it) as data comes in, so a lying size field costs no memory.
+_READ_AHEAD = 16 << 20
 # After a large member, refill with a small read: the next large member's data would otherwise
 # be read twice (into the shared buffer, then again by its own read after seeking back).
 _REFILL_AFTER_LARGE = 64 * 1024
+# gzip members are inflated in pieces of this many bytes (input and output).
+_GZIP_PIECE = 1 << 20
 
 _REGULAR = (b"0", b"\0", b"7")
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
+_META = (b"L", b"x", b"K", b"X")
 _ZERO_BLOCK = bytes(BLOCK)
 
 
 class Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
+
+
+def resolve_max_member_size(
+    value: int | str | None = None, environ: Mapping[str, str] | None = None
+) -> int:
+    """The per-member size limit: ``value`` if given, else ``WDS_MAX_MEMBER_SIZE``, else 8 GiB.
+
+    Accepts bytes or sizes such as ``"512M"``/``"16G"`` (powers of 1024). Called where the user
+    hands configuration over (``tarfile_to_samples``, ``Decoder``) and, for the readers that get
+    no explicit value (``cloudwds verify``/``index``), once per shard.
+    """
+    if value is None:
+        env = os.environ if environ is None else environ
+        value = env.get(MAX_MEMBER_SIZE_ENV) or DEFAULT_MAX_MEMBER_SIZE
+        source = MAX_MEMBER_SIZE_ENV
+    else:
+        source = "max_member_size"
+    if isinstance(value, str):
+        from .cache.sizes import parse_size
+
+        try:
+            value = parse_size(value)
+        except ValueError as exn:
+            raise ValueError(f"{source}: {exn}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{source} must be a positive number of bytes, got {value!r}")
+    return value
+
+
+def _at(name: str | None, offset: int) -> str:
+    """The ``member`` of an error: a known name, else where the damaged header starts."""
+    return name if name else f"<header at offset {offset}>"
+
+
+def _too_large(size: int, limit: int, url: str | None, member: str) -> MemberTooLargeError:
+    return MemberTooLargeError(
+        f"tar member claims {size} bytes, more than the limit of {limit} bytes "
+        f"(raise it with max_member_size= or {MAX_MEMBER_SIZE_ENV})",
+        url,
+        member,
+    )
 
 
 def iter_members(
@@ -49,6 +122,7 @@ def iter_members(
     bufsize: int = DEFAULT_BUFSIZE,
     verify_checksums: bool = False,
     skip_meta: bool = True,
+    max_member_size: int | None = None,
 ) -> Iterator[tuple[str, bytes]]:
     """Yield ``(name, data)`` for every regular file in a tar stream, in archive order.
 
@@ -57,85 +131,146 @@ def iter_members(
     their magic bytes and decompressed on the fly. A stream that ends inside a header, inside a
     member's data, or without the end-of-archive marker raises :class:`TruncatedShardError`
     naming ``url`` and the member (the one whose header or data was cut). A stream shorter
-    than one header raises :class:`TarFormatError` unless it carries the ustar magic.
+    than one header raises :class:`TarFormatError` unless it carries the ustar magic. Damaged
+    headers, malformed pax records and data after the end-of-archive marker raise
+    :class:`TarFormatError`; a member larger than ``max_member_size`` (default:
+    :func:`resolve_max_member_size`) raises :class:`MemberTooLargeError`. Every error names
+    ``url`` and a member (see the module docstring for which one).
     """
+    limit = resolve_max_member_size(max_member_size)
+    raw = stream
     stream = _maybe_gunzip(stream, url)
     read = stream.read
-    seek = stream.seek_after_head if isinstance(stream, _Prepended) and stream.seekable() else None
+    seek = None
+    readinto = None
+    if isinstance(stream, _Prepended):
+        if stream.seekable():
+            seek = stream.seek_after_head
+        # Only real files: io.RawIOBase subclasses inherit a readinto that may not work.
+        if isinstance(raw, io.FileIO | io.BufferedReader):
+            readinto = raw.readinto
     buf = b""
     pos = 0
+    base = 0  # archive offset of buf[0]
     pending_name: str | None = None  # from a GNU 'L' record or a pax 'path'
     pending_size: int | None = None  # from a pax 'size'
     last_name: str | None = None
     first = True
     refill = bufsize
 
-    while True:
-        # --- header block -------------------------------------------------------------
-        if len(buf) - pos < BLOCK:
-            buf, pos = _refill(read, buf, pos, BLOCK, refill)
-            refill = bufsize
+    try:
+        while True:
+            # --- header block -------------------------------------------------------------
             if len(buf) - pos < BLOCK:
-                if len(buf) == pos and not first:
+                base += pos
+                buf, pos = _refill(read, buf, pos, BLOCK, refill)
+                refill = bufsize
+                if len(buf) < BLOCK:
+                    if not buf and not first:
+                        raise TruncatedShardError(
+                            f"tar stream ended at offset {base} without an end-of-archive marker",
+                            url,
+                            _at(pending_name or last_name, base),
+                        )
+                    if first and not buf:
+                        raise TarFormatError("empty stream: not a tar archive", url, _at(None, 0))
+                    if first and buf[257:262] != b"ustar":
+                        # Too short to check: only a cut ustar header counts as a truncated tar.
+                        raise TarFormatError(
+                            f"not a tar archive (only {len(buf)} bytes)", url, _at(None, 0)
+                        )
+                    # Name the member whose header was cut when its name field arrived whole.
+                    cut = pending_name or _partial_name(buf) or last_name
                     raise TruncatedShardError(
-                        "tar stream ended without an end-of-archive marker", url, last_name
+                        f"tar stream ended inside the header block at offset {base}",
+                        url,
+                        _at(cut, base),
                     )
-                if first and len(buf) == pos:
-                    raise TarFormatError("empty stream: not a tar archive", url)
-                if first and buf[pos + 257 : pos + 262] != b"ustar":
-                    # Too short to check: only a cut ustar header counts as a truncated tar.
-                    raise TarFormatError(f"not a tar archive (only {len(buf) - pos} bytes)", url)
-                # Name the member whose header was cut when its name field arrived whole.
-                cut = _partial_name(buf[pos:]) or last_name
-                raise TruncatedShardError("tar stream ended inside a header block", url, cut)
-        header = buf[pos : pos + BLOCK]
-        pos += BLOCK
+            header = buf[pos : pos + BLOCK]
+            pos += BLOCK
 
-        if header == _ZERO_BLOCK:
-            return  # end-of-archive; the second zero block and any padding are not needed
+            if header == _ZERO_BLOCK:
+                # End of archive: only zeros may follow (the second zero block, padding).
+                _check_after_end(read, buf, pos, base, bufsize, url, last_name)
+                return
 
-        if verify_checksums or header[257:262] != b"ustar":
-            _check_checksum(header, url, last_name, first)
-        first = False
+            if verify_checksums or header[257:262] != b"ustar":
+                _check_checksum(header, url, last_name, first, base + pos - BLOCK)
+            first = False
 
-        typeflag = header[156:157]
-        if typeflag in (b"L", b"x", b"K", b"X"):
-            # --- metadata records that describe the next member ---------------------------
-            # Their own size is in their header; pending pax values apply to the member only.
-            size = _parse_number(header[124:136])
-            padded = (size + BLOCK - 1) & ~(BLOCK - 1)
-            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, last_name)
-            if typeflag == b"L":
-                pending_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif typeflag in (b"x", b"X"):
-                pax_name, pax_size = _parse_pax(data, url, last_name)
-                if pax_name is not None:
-                    pending_name = pax_name
-                if pax_size is not None:
-                    pending_size = pax_size
-            continue
-
-        size = pending_size if pending_size is not None else _parse_number(header[124:136])
-        name = pending_name if pending_name is not None else _header_name(header)
-        pending_name = None
-        pending_size = None
-        padded = (size + BLOCK - 1) & ~(BLOCK - 1)
-
-        if typeflag in _REGULAR:
-            last_name = name
-            data, buf, pos = _take(read, buf, pos, size, padded, bufsize, url, name, seek)
-            if size >= _DIRECT_READ:
-                refill = _REFILL_AFTER_LARGE
-            if skip_meta and name.startswith("__") and name.endswith("__") and "/" not in name:
+            typeflag = header[156:157]
+            if typeflag in _META:
+                # --- metadata records that describe the next member -----------------------
+                # Their own size is in their header; pending pax values apply to the member only.
+                where = _at(pending_name or last_name, base + pos - BLOCK)
+                size = _header_size(header, url, where, base + pos - BLOCK)
+                if size > limit:
+                    raise _too_large(size, limit, url, where)
+                padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+                start = base + pos
+                data, buf, pos = _take(
+                    read, readinto, buf, pos, size, padded, bufsize, url, where, seek
+                )
+                base = start + padded - pos
+                if typeflag == b"L":
+                    nul = data.find(b"\0")
+                    pending_name = (data if nul < 0 else data[:nul]).decode(
+                        "utf-8", "surrogateescape"
+                    )
+                elif typeflag in (b"x", b"X"):
+                    pax_name, pax_size = _parse_pax(data, url, where, start - BLOCK)
+                    if pax_name is not None:
+                        pending_name = pax_name
+                    if pax_size is not None:
+                        pending_size = pax_size
                 continue
-            yield name, data
-            continue
 
-        # Directories, links, devices, global pax headers and unknown types: skipped.
-        last_name = name
-        if typeflag in _NO_DATA:
-            padded = 0  # links and directories carry no data even if a size is set
-        buf, pos = _skip(read, buf, pos, padded, bufsize, url, name)
+            name = pending_name if pending_name is not None else _header_name(header)
+            pending_name = None
+            if typeflag in _NO_DATA:
+                # Links and directories carry no data even if a size is set: not even parsed.
+                last_name = name
+                pending_size = None
+                continue
+            if pending_size is not None:
+                size = pending_size
+                pending_size = None
+            else:
+                size = _header_size(header, url, _at(name, base + pos - BLOCK), base + pos - BLOCK)
+            padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+            last_name = name
+
+            if typeflag in _REGULAR:
+                if padded <= len(buf) - pos:  # the common case: data already buffered
+                    data = buf[pos : pos + size]
+                    pos += padded
+                else:
+                    if size > limit:
+                        raise _too_large(size, limit, url, _at(name, base + pos - BLOCK))
+                    start = base + pos
+                    data, buf, pos = _take(
+                        read, readinto, buf, pos, size, padded, bufsize, url, name, seek
+                    )
+                    base = start + padded - pos
+                    if size >= _DIRECT_READ:
+                        refill = _REFILL_AFTER_LARGE
+                if skip_meta and name.startswith("__") and name.endswith("__") and "/" not in name:
+                    continue
+                yield name, data
+                continue
+
+            # Global pax headers, sparse files and unknown types: skipped without holding them.
+            start = base + pos
+            buf, pos = _skip(read, buf, pos, padded, bufsize, url, name)
+            base = start + padded - pos
+    except ShardError as exn:
+        # Errors raised below the parse (corrupt gzip data) know the URL but not the member.
+        if exn.member is None or exn.url is None:
+            exn.url = url if exn.url is None else exn.url
+            if exn.member is None:
+                exn.member = _at(pending_name or last_name, base + pos)
+            exn.args = (exn.message, exn.url, exn.member)
+        raise
 
 
 def _refill(read, buf: bytes, pos: int, need: int, bufsize: int) -> tuple[bytes, int]:
@@ -152,7 +287,9 @@ def _refill(read, buf: bytes, pos: int, need: int, bufsize: int) -> tuple[bytes,
     return b"".join(chunks), 0
 
 
-def _take(read, buf, pos, size, padded, bufsize, url, name, seek=None) -> tuple[bytes, bytes, int]:
+def _take(
+    read, readinto, buf, pos, size, padded, bufsize, url, name, seek
+) -> tuple[bytes, bytes, int]:
     """Return a member's data and the buffer positioned after its padding."""
     avail = len(buf) - pos
     if padded <= avail:
@@ -162,10 +299,13 @@ def _take(read, buf, pos, size, padded, bufsize, url, name, seek=None) -> tuple[
         buf, pos = _skip(read, buf, pos + size, padded - size, bufsize, url, name)
         return data, buf, pos
     if size >= _DIRECT_READ:
-        # Large member: one read of exactly its size instead of growing the shared buffer; on a
-        # seekable file, rewind over the part already buffered so no concatenation copy is made.
+        # Large member: read into its own buffer instead of growing the shared one.
         tune_for_large_buffers()
-        if seek is not None and avail:
+        if size > _READ_AHEAD:
+            data = _read_growing(read, readinto, buf[pos:], size, url, name)
+        elif seek is not None and avail:
+            # On a seekable file, rewind over the part already buffered: one read of exactly
+            # the member's size, no concatenation copy.
             seek(-avail, 1)
             data = _read_exact(read, size, url, name)
         elif avail:
@@ -196,6 +336,37 @@ def _read_exact(read, n: int, url, name) -> bytes:
     return b"".join(parts)
 
 
+def _read_growing(read, readinto, head: bytes, size: int, url, name) -> bytes:
+    """Read a member of ``size`` bytes whose first bytes are ``head``, allocating as data arrives.
+
+    The buffer at most doubles per step (and never grows past ``_READ_AHEAD`` ahead of what
+    arrived), so a header that lies about its size costs memory in proportion to the bytes that
+    really follow. ``BytesIO.getvalue()`` hands its buffer over without a copy.
+    """
+    out = io.BytesIO()
+    out.write(head)
+    got = len(head)
+    while got < size:
+        want = min(size - got, max(got, _READ_AHEAD))
+        if readinto is None:
+            chunk = read(want)
+            if not chunk:
+                raise TruncatedShardError("tar stream ended inside a member's data", url, name)
+            out.write(chunk)
+            got += len(chunk)
+            continue
+        if out.getbuffer().nbytes < got + want:
+            out.seek(got + want - 1)
+            out.write(b"\0")  # grow the buffer to receive the next piece
+        with out.getbuffer() as view, view[got : got + want] as part:
+            n = readinto(part)
+        if not n:
+            raise TruncatedShardError("tar stream ended inside a member's data", url, name)
+        got += n
+    out.truncate(size)
+    return out.getvalue()
+
+
 def _skip(read, buf, pos, nbytes, bufsize, url, name) -> tuple[bytes, int]:
     avail = len(buf) - pos
     if nbytes <= avail:
@@ -209,6 +380,42 @@ def _skip(read, buf, pos, nbytes, bufsize, url, name) -> tuple[bytes, int]:
             return chunk, nbytes
         nbytes -= len(chunk)
     return b"", 0
+
+
+def _check_after_end(read, buf: bytes, pos: int, base: int, bufsize: int, url, last_name) -> None:
+    """Read to the end of the stream after the end-of-archive block; raise if it is not all zero.
+
+    ``tarfile`` stops at the first zero block, so two archives concatenated with ``cat`` (or a
+    stray zero block inside one) silently lose every member after it. Zero padding is normal.
+    """
+    marker = base + pos - BLOCK
+    start = pos
+    while True:
+        if buf.count(0, start) != len(buf) - start:
+            nonzero = start + (len(buf) - start - len(buf[start:].lstrip(b"\0")))
+            offset = base + nonzero
+            block = offset - offset % BLOCK
+            header = buf[block - base : block - base + BLOCK]
+            what = "non-zero data"
+            if len(header) == BLOCK and (
+                header[257:262] == b"ustar" or _checksum_ok(header) and header[0] != 0
+            ):
+                what = f"a tar header for {_header_name(header)!r}"
+            raise TarFormatError(
+                f"{what} at offset {block} follows the end-of-archive block at offset "
+                f"{marker}; members after it would be lost (concatenated archives?)",
+                url,
+                _at(last_name, marker),
+            )
+        # Keep the last partial block so a header straddling two reads can still be described.
+        keep = len(buf) - (base + len(buf)) % BLOCK
+        base += keep
+        tail = buf[keep:]
+        chunk = read(bufsize)
+        if not chunk:
+            return
+        buf = tail + chunk
+        start = len(tail)
 
 
 def _header_name(header: bytes) -> str:
@@ -237,48 +444,99 @@ def _partial_name(partial: bytes) -> str | None:
 
 
 def _parse_number(field: bytes) -> int:
-    if field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
-        value = field[0] & 0x7F
+    """A non-negative numeric header field: octal text, or GNU base-256; ``ValueError`` if not."""
+    if field[0] & 0x80:
+        if field[0] != 0x80:  # 0xff starts a negative base-256 number; others are garbage
+            raise ValueError("negative or malformed base-256 number")
+        value = 0
         for byte in field[1:]:
             value = (value << 8) | byte
         return value
     text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    if not text:
+        return 0
+    value = int(text, 8)
+    if value < 0:
+        raise ValueError("negative number")
+    return value
 
 
-def _check_checksum(header: bytes, url, last_name, first: bool) -> None:
+def _header_size(header: bytes, url, member: str, offset: int) -> int:
+    field = header[124:136]
+    try:
+        return _parse_number(field)
+    except ValueError:
+        raise TarFormatError(
+            f"bad size field {field!r} in the tar header at offset {offset}", url, member
+        ) from None
+
+
+def _checksum_ok(header: bytes) -> bool:
     try:
         stored = _parse_number(header[148:156])
     except ValueError:
-        stored = -1
+        return False
     rest = header[:148] + b"        " + header[156:]
     # Some old tars summed signed chars; accept either sum, as tarfile and GNU tar do.
-    if stored != sum(rest) and stored != sum(rest) - 256 * sum(b >= 128 for b in rest):
-        if first:
-            raise TarFormatError("not a tar archive (bad header checksum)", url)
-        raise TarFormatError("bad tar header checksum after member", url, last_name)
+    unsigned = sum(rest)
+    return stored == unsigned or stored == unsigned - 256 * sum(b >= 128 for b in rest)
 
 
-def _parse_pax(data: bytes, url, last_name) -> tuple[str | None, int | None]:
-    """Return the ``path`` and ``size`` of a pax extended header, the only keys we need."""
+def _check_checksum(header: bytes, url, last_name, first: bool, offset: int) -> None:
+    if _checksum_ok(header):
+        return
+    if first:
+        raise TarFormatError("not a tar archive (bad header checksum)", url, _at(None, offset))
+    # The header failed its check, so its name is not trusted: name the member before it.
+    raise TarFormatError(
+        f"bad tar header checksum at offset {offset}" + (" after member" if last_name else ""),
+        url,
+        _at(last_name, offset),
+    )
+
+
+def _parse_pax(data: bytes, url, member: str, offset: int) -> tuple[str | None, int | None]:
+    """Return the ``path`` and ``size`` of a pax extended header, the only keys we need.
+
+    Records are ``"<length> <key>=<value>\\n"`` where ``length`` counts the whole record; a
+    record that does not fit that shape is an error (a length of 0 would never advance).
+    """
     path: str | None = None
     size: int | None = None
     pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        try:
-            length = int(data[pos:space])
-        except ValueError as exn:
-            raise TarFormatError("malformed pax header", url, last_name) from exn
-        record = data[space + 1 : pos + length - 1]
+    end = len(data)
+    while pos < end:
+        space = data.find(b" ", pos, min(end, pos + 21))
+        digits = data[pos:space] if space > pos else b""
+        if not digits.isdigit():
+            if data.count(0, pos) == end - pos:  # NUL padding after the last record
+                break
+            raise TarFormatError(
+                f"malformed pax record at byte {pos} of the extended header at offset {offset}",
+                url,
+                member,
+            )
+        stop = pos + int(digits)
+        record = data[space + 1 : stop - 1]
+        if stop > end or stop <= space + 1 or data[stop - 1] != 0x0A or b"=" not in record:
+            raise TarFormatError(
+                f"malformed pax record {data[pos : pos + 40]!r} in the extended "
+                f"header at offset {offset}",
+                url,
+                member,
+            )
         key, _, value = record.partition(b"=")
         if key == b"path":
             path = value.decode("utf-8", "surrogateescape")
         elif key == b"size":
+            if not value.isdigit() or len(value) > 20:
+                raise TarFormatError(
+                    f"bad pax size {value[:40]!r} in the extended header at offset {offset}",
+                    url,
+                    member,
+                )
             size = int(value)
-        pos += length
+        pos = stop
     return path, size
 
 
@@ -386,6 +644,49 @@ class _Prepended:
         if self._head:
             raise ValueError("cannot seek before the put-back bytes are read")
         return self._stream.seek(offset, whence)  # type: ignore[attr-defined]
+
+
+def gunzip_member(data: bytes, limit: int | None = None) -> bytes:
+    """Decompress a gzip member's bytes (``x.json.gz``), refusing to inflate past ``limit``.
+
+    :func:`gzip.decompress` grows its output without bound (a 1 GiB bomb peaked at 2.3 GB);
+    here input and output go through in pieces, the output is collected in one buffer that
+    is handed over without a copy, and :class:`MemberTooLargeError` is raised as soon as the
+    output would exceed ``limit`` (default :func:`resolve_max_member_size`). Concatenated gzip
+    members are joined, as :mod:`gzip` does; data cut inside a member raises ``EOFError`` and
+    garbage raises ``zlib.error`` (the decoder turns both into a ``DecodingError`` naming the
+    member).
+    """
+    if limit is None:
+        limit = resolve_max_member_size()
+    src = memoryview(data)
+    out = io.BytesIO()
+    total = 0
+    start = 0
+    while start < len(src):
+        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        piece: Any = src[start : start + _GZIP_PIECE]
+        start += len(piece)
+        while True:
+            chunk = d.decompress(piece, _GZIP_PIECE)
+            if chunk:
+                total += len(chunk)
+                if total > limit:
+                    raise MemberTooLargeError(
+                        f"gzip data inflates to more than the limit of {limit} bytes "
+                        f"(raise it with max_member_size= or {MAX_MEMBER_SIZE_ENV})"
+                    )
+                out.write(chunk)
+            if d.eof:
+                start -= len(d.unused_data)  # the next gzip member starts there
+                break
+            piece = d.unconsumed_tail
+            if not piece and len(chunk) < _GZIP_PIECE:  # zlib needs more input
+                if start >= len(src):
+                    raise EOFError("gzip data ends inside a gzip member")
+                piece = src[start : start + _GZIP_PIECE]
+                start += len(piece)
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ member (``__key__ + "." + suffix``), with the original exception chained.
 
 from __future__ import annotations
 
-import gzip
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import DecodingError, ShardError
+from ..tario import gunzip_member
 from .basic import _DECODERS, TRUST_AWARE, basichandlers, extension_of, normalize_extension
 from .images import IMAGE_SPECS, ImageHandler
 
@@ -203,7 +203,7 @@ class Decoder:
     def decode1(self, key: str, data: bytes) -> Any:
         """Decode one field's bytes by its suffix ``key`` (no leading dot); bytes if unhandled."""
         while key.endswith(".gz"):
-            data = gzip.decompress(data)
+            data = gunzip_member(data)  # bounded: max_member_size
             key = key[:-3]
         dotted = "." + key
         ext: str | None = None
