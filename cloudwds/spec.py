@@ -20,7 +20,9 @@ Semantics (the webdataset README shows the syntax but leaves the meaning open; t
 ``shards`` (required)
     A brace pattern, a ``::`` list or a list of them; any URL the storage layer opens. Relative
     paths are relative to the directory of the spec file. ``pipe:`` shards are refused unless
-    the caller passes ``allow_pipe=True`` (a spec is data and must not run commands).
+    the caller passes ``allow_pipe=True`` (a spec is data and must not run commands), and so
+    is a URL with shell syntax that a rewrite (``WDS_REWRITE``) would paste into a ``pipe:``
+    command (:mod:`cloudwds.security`); both raise :class:`UnsafeSpecError`.
 ``weight`` (default: the number of shards)
     Relative share of the mix. The default makes an unweighted spec behave like concatenating
     the collections, each contributing in proportion to its size (if shard sizes are similar).
@@ -58,15 +60,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CloudWdsError
+from .errors import CloudWdsError, UnsafeInputError
 from .handlers import Handler, reraise_exception
 from .index import _directory_of, _resolve, find_index
 from .samples import Sample
+from .security import USER, check_data_url
 from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
 from .sources import tarfile_to_samples
 from .stages import Stage, apply_stage
 from .storage import StorageConfig, open_shard
-from .urls import expand_urls
+from .urls import Rewrite, expand_urls
 from .world import World
 
 __all__ = [
@@ -74,6 +77,7 @@ __all__ = [
     "DatasetSpec",
     "MixedSource",
     "SpecError",
+    "UnsafeSpecError",
     "is_spec_url",
     "load_spec",
     "parse_spec",
@@ -112,6 +116,39 @@ class SpecError(CloudWdsError, ValueError):
         if self.field is not None:
             where.append(f"field {self.field!r}")
         return ": ".join(where) + ": " + self.message
+
+
+class UnsafeSpecError(SpecError, UnsafeInputError):
+    """A spec asked to run a command: a ``pipe:`` shard, or shell syntax a rewrite makes one.
+
+    Both a :class:`SpecError` (``file``, ``entry``, ``field``) and an
+    :class:`~cloudwds.errors.UnsafeInputError` (``url``: the refused shard URL).
+    """
+
+    def __init__(
+        self,
+        file: str,
+        entry: int | None,
+        field: str | None,
+        message: str,
+        name: str | None = None,
+        url: str | None = None,
+    ):
+        # Not SpecError.__init__: its super() call would reach ShardError's signature.
+        Exception.__init__(self, file, entry, field, message)
+        self.file = file
+        self.entry = entry
+        self.field = field
+        self.message = message
+        self.name = name
+        self.url = url
+        self.member = None
+
+    def __reduce__(self) -> Any:
+        return (
+            type(self),
+            (self.file, self.entry, self.field, self.message, self.name, self.url),
+        )
 
 
 @dataclass(frozen=True)
@@ -167,7 +204,8 @@ def load_spec(
     source = os.fspath(path_or_url)
     if source.startswith("pipe:") and not allow_pipe:
         raise SpecError(source, None, None, "reading a spec through pipe: needs allow_pipe=True")
-    with open_shard(source, storage or StorageConfig.resolve()) as opened:
+    storage = storage or StorageConfig.resolve()
+    with open_shard(source, storage) as opened:
         raw = opened.stream.read()
     try:
         text = raw.decode("utf-8")
@@ -185,13 +223,29 @@ def load_spec(
             doc = yaml.safe_load(io.StringIO(text))
         except yaml.YAMLError as exn:
             raise SpecError(source, None, None, f"invalid YAML: {exn}".replace("\n", " ")) from None
-    return parse_spec(doc, source, allow_pipe=allow_pipe, base=_directory_of(source))
+    return parse_spec(
+        doc,
+        source,
+        allow_pipe=allow_pipe,
+        base=_directory_of(source),
+        rewrites=storage.rewrites,
+    )
 
 
 def parse_spec(
-    doc: Any, source: str = "<spec>", allow_pipe: bool = False, base: str | None = None
+    doc: Any,
+    source: str = "<spec>",
+    allow_pipe: bool = False,
+    base: str | None = None,
+    rewrites: Iterable[Rewrite] = (),
 ) -> DatasetSpec:
-    """Validate a parsed spec document; relative shard paths are resolved against ``base``."""
+    """Validate a parsed spec document; relative shard paths are resolved against ``base``.
+
+    Every shard URL goes through :func:`cloudwds.security.check_data_url` with ``rewrites``
+    (the rules the URLs will be opened with), so a spec that would run a command is refused
+    here, naming the entry and the URL, before anything is opened.
+    """
+    rewrites = tuple(rewrites)
     if not isinstance(doc, Mapping):
         raise SpecError(source, None, None, "expected a mapping with a 'dataset:' list")
     unknown = [k for k in doc if k not in _TOP_KEYS]
@@ -208,7 +262,7 @@ def parse_spec(
     if not isinstance(entries, list) or not entries:
         raise SpecError(source, None, "dataset", "must be a non-empty list of collections")
     collections = [
-        _parse_entry(entry, i, source, allow_pipe, base, default_resampled)
+        _parse_entry(entry, i, source, allow_pipe, base, default_resampled, rewrites)
         for i, entry in enumerate(entries)
     ]
     seen: dict[str, int] = {}
@@ -230,7 +284,13 @@ def parse_spec(
 
 
 def _parse_entry(
-    entry: Any, i: int, source: str, allow_pipe: bool, base: str | None, default_resampled: bool
+    entry: Any,
+    i: int,
+    source: str,
+    allow_pipe: bool,
+    base: str | None,
+    default_resampled: bool,
+    rewrites: tuple[Rewrite, ...],
 ) -> CollectionSpec:
     if not isinstance(entry, Mapping):
         raise SpecError(source, i, None, f"expected a mapping with 'shards:', got {entry!r}")
@@ -259,14 +319,15 @@ def _parse_entry(
                 raise fail("shards", f"cannot expand {part!r}: {exn}") from None
     if not urls:
         raise fail("shards", "the pattern expands to no URLs")
-    if not allow_pipe:
-        piped = [u for u in urls if u.startswith("pipe:")]
-        if piped:
-            raise fail(
-                "shards",
-                f"pipe: URLs run shell commands and are refused unless the caller passes "
-                f"allow_pipe=True ({piped[0]!r})",
-            )
+    origin = USER if allow_pipe else f"spec {source} dataset[{i}]"
+    for url in urls:
+        try:
+            check_data_url(url, origin=origin, rewrites=rewrites)
+        except UnsafeInputError as exn:
+            hint = "" if allow_pipe else " (pass allow_pipe=True only if you trust this spec)"
+            raise UnsafeSpecError(
+                source, i, "shards", f"{exn.message}: {url!r}{hint}", label, url
+            ) from None
 
     if name is None:
         name = _default_name(patterns[0], i)

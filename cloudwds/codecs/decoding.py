@@ -215,7 +215,7 @@ class Decoder:
                 f = _DECODERS.get(ext)
                 if f is not None:
                     if self.trusted is not None and f in TRUST_AWARE:
-                        return f(data, trusted=self.trusted)
+                        return f(data, trusted=self.trusted)  # type: ignore[call-arg]
                     return f(data)
                 continue
             result = h(dotted, data)
