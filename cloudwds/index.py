@@ -29,6 +29,11 @@ members with the same key), ``members`` the regular files in the archive.
 
 The default place of a manifest is a file named ``cloudwds-index.json`` in the shards' common
 directory (:func:`default_index_url`); :func:`find_index` looks there.
+
+A manifest is data, possibly served by someone else: its shard URLs go through
+:func:`cloudwds.security.check_data_url` on load, so a ``pipe:`` entry (or a URL with shell
+syntax that a ``pipe:`` rewrite would paste into a command) raises
+:class:`~cloudwds.errors.UnsafeInputError` naming the manifest and the entry, and nothing runs.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CloudWdsError, StorageError
+from .security import USER, check_data_url
 from .storage import StorageConfig, open_output, open_shard
 from .storage.local import local_path_of
 from .tario import iter_members
-from .urls import expand_urls
+from .urls import Rewrite, expand_urls
 
 __all__ = [
     "INDEX_NAME",
@@ -146,8 +152,21 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, doc: Any, url: str | None = None) -> Manifest:
-        """Parse a manifest document; relative shard URLs are resolved against ``url``'s directory."""
+    def from_json(
+        cls,
+        doc: Any,
+        url: str | None = None,
+        *,
+        allow_pipe: bool = False,
+        rewrites: Iterable[Rewrite] = (),
+    ) -> Manifest:
+        """Parse a manifest document; relative shard URLs are resolved against ``url``'s directory.
+
+        Each shard URL is checked with :func:`cloudwds.security.check_data_url` (``rewrites``:
+        the rules the shards will be opened with); ``allow_pipe=True`` accepts ``pipe:`` entries
+        of a manifest you wrote yourself.
+        """
+        rewrites = tuple(rewrites)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ManifestError(f'not a cloudwds index (no "format": "{FORMAT}")', url)
         version = doc.get("version")
@@ -174,6 +193,8 @@ class Manifest:
                 raise ManifestError(
                     f"bad entry shards[{i}]: {type(exn).__name__}: {exn}", url
                 ) from None
+            origin = USER if allow_pipe else f"manifest {url or '<document>'} shards[{i}]"
+            check_data_url(shards[-1].url, origin=origin, rewrites=rewrites)
         return cls(version=version, shards=shards, url=url)
 
     def save(self, url_or_path: str | None = None, storage: StorageConfig | None = None) -> str:
@@ -311,8 +332,13 @@ def build_index(
     return Manifest(shards=[r for r in results if r is not None])
 
 
-def load_index(url_or_path: str, storage: StorageConfig | None = None) -> Manifest:
-    """Read a manifest from any URL the storage layer opens; shard URLs come back resolved."""
+def load_index(
+    url_or_path: str, storage: StorageConfig | None = None, *, allow_pipe: bool = False
+) -> Manifest:
+    """Read a manifest from any URL the storage layer opens; shard URLs come back resolved.
+
+    ``pipe:`` entries are refused unless ``allow_pipe=True`` (see :meth:`Manifest.from_json`).
+    """
     storage = storage or StorageConfig.resolve()
     with open_shard(url_or_path, storage) as opened:
         data = opened.stream.read()
@@ -320,7 +346,7 @@ def load_index(url_or_path: str, storage: StorageConfig | None = None) -> Manife
         doc = json.loads(data)
     except ValueError as exn:
         raise ManifestError(f"manifest is not valid JSON: {exn}", url_or_path) from None
-    return Manifest.from_json(doc, url_or_path)
+    return Manifest.from_json(doc, url_or_path, allow_pipe=allow_pipe, rewrites=storage.rewrites)
 
 
 def default_index_url(shard_urls: str | Iterable[str]) -> str:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from typing import Any
 
+from ..security import check_pipe_allowed
 from ..storage import StorageConfig, open_output, open_shard
 from ..storage.local import local_path_of
 from ..tario import TarStreamWriter
@@ -110,6 +111,7 @@ def _source_bytes(source: str, directory: str, storage: StorageConfig, where: st
     if source.startswith("text:"):
         return source[len("text:") :].encode("utf-8")
     if source.startswith("pipe:"):
+        check_pipe_allowed(source)  # a recipe is the user's own; only WDS_SECURE=1 refuses it
         cmd = source[len("pipe:") :]
         proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, cwd=directory)
         if proc.returncode != 0:
