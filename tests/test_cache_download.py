@@ -92,6 +92,13 @@ def leftovers(root: Path) -> list[str]:
     return sorted(out)
 
 
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.01)
+
+
 def read_in_thread(f, n: int, timeout: float = 5.0) -> bytes:
     box: list[bytes] = []
     t = threading.Thread(target=lambda: box.append(f.read(n)), daemon=True)
@@ -182,22 +189,24 @@ def test_first_bytes_arrive_before_the_source_is_exhausted(tmp_path: Path) -> No
     cache.close()
 
 
-def test_early_close_still_publishes_the_complete_shard(tmp_path: Path) -> None:
+def test_early_close_cancels_the_download_at_once(tmp_path: Path) -> None:
     data = payload(900_000)
     gate = threading.Event()
     cache = ShardCache(tmp_path / "cache")
     fetch = Counter(lambda: GatedStream(data, first=1000, gate=gate))
     f = cache.open(URL, fetch)
     assert read_in_thread(f, 10) == data[:10]
-    f.close()  # the consumer stops early
+    assert len(leftovers(tmp_path / "cache")) == 1  # the temp file of the download
+    f.close()  # the consumer stops early, while the remote is stalled
+    assert leftovers(tmp_path / "cache") == []  # cancelled on the spot: temp file gone
+    gate.set()  # the stalled read returns: the copy must notice and touch nothing
+    wait_until(lambda: cache.stats()["cancelled"] == 1)  # counted when its thread is done
+    assert leftovers(tmp_path / "cache") == []
     assert not cache.contains(URL)
-    gate.set()
-    cache.wait()
-    assert Path(cache.local_path(URL)).read_bytes() == data
-    assert leftovers(tmp_path / "cache") == ["s3/bucket/shards/shard-000.tar"]
-    with cache.open(URL, fetch) as f:
+    with cache.open(URL, fetch) as f:  # fetched again, fully, and now cached
         assert f.read() == data
-    assert fetch.calls == 1
+    assert fetch.calls == 2 and cache.contains(URL)
+    assert cache.stats()["cancelled"] == 1 and cache.stats()["downloads"] == 1
 
 
 def test_second_open_in_the_same_process_reads_along(tmp_path: Path) -> None:

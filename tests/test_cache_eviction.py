@@ -45,7 +45,8 @@ def test_lru_order_is_by_last_use_then_key() -> None:
 def test_evict_to_budget_skips_busy_entries(tmp_path: Path) -> None:
     index = CacheIndex(str(tmp_path / "index"))
     for i, key in enumerate("abcd"):
-        index.touch(key, None, 10, when=float(i))
+        index.touch(key, None, 10, when=float(i), owner=(1, i))
+    index.touch("user", None, 1000, when=-1.0)  # not the cache's: neither counted nor asked
     answers = {"a": "busy", "b": "removed", "c": "missing", "d": "removed"}
     asked = []
 
@@ -103,14 +104,76 @@ def test_shard_open_for_reading_is_not_evicted(tmp_path: Path) -> None:
     assert sum(on_disk(cache).values()) <= 2000
 
 
-def test_hand_copied_files_count_against_the_budget(tmp_path: Path) -> None:
-    cache = ShardCache(tmp_path / "cache", cache_size=2500)
-    urls = [f"s3://b/pre-{i}.tar" for i in range(3)]
-    for age, url in zip([30, 20, 10], urls):
-        path = Path(cache.local_path(url))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x" * 1000)
+def put(root: Path, relpath: str, data: bytes, age: float = 0.0) -> Path:
+    path = root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if age:
         os.utime(path, (time.time() - age, time.time() - age))
-    cache.maintain()  # indexes them with their mtime as last use, then evicts the oldest
-    assert [e.path for e in cache.entries()] == [cache.local_path(u) for u in urls[1:]]
-    assert all(e.url is None for e in cache.entries())
+    return path
+
+
+def test_files_the_cache_did_not_write_are_never_evicted(tmp_path: Path) -> None:
+    # The case: D/notes.txt and D/photos/holiday.jpg exist, cache_size="15M", one 10 MB
+    # shard is read: both files must survive, and the budget must still hold for the cache.
+    root = tmp_path / "D"
+    notes = put(root, "notes.txt", b"my notes" * 1000, age=3600)
+    photo = put(root, "photos/holiday.jpg", random.Random(2).randbytes(6 << 20), age=3600)
+    (url, remote), (url2, remote2) = make_remotes(tmp_path, [10 << 20, 8 << 20])
+    cache = ShardCache(root, cache_size="15M")
+    read_through(cache, url, remote)
+    cache.maintain()  # a scan must not adopt or delete them either
+    assert notes.read_bytes() == b"my notes" * 1000 and photo.stat().st_size == 6 << 20
+    read_through(cache, url2, remote2)  # 18 MB of downloads: the first one is evicted
+    assert notes.exists() and photo.exists()
+    assert not cache.contains(url) and cache.contains(url2)
+    assert cache.stats()["evictions"] == 1
+    entries = {os.path.relpath(e.path, root): e.owned for e in cache.entries()}
+    assert entries == {
+        "notes.txt": False,
+        "photos/holiday.jpg": False,
+        "gs/bucket/shard-001.tar": True,
+    }
+
+
+def test_pre_populated_shards_are_served_never_evicted_and_not_counted(tmp_path: Path) -> None:
+    cache = ShardCache(tmp_path / "cache", cache_size=2500)
+    pre = "s3://b/pre-0.tar"
+    pre_path = put(Path(cache.cache_dir), "s3/b/pre-0.tar", b"p" * 5000, age=86400)
+    with cache.open(pre, never_fetch) as f:  # a hit: no network, and now listed with its URL
+        assert f.read() == b"p" * 5000
+    remotes = make_remotes(tmp_path, [1000, 1000, 1000])
+    for url, remote in remotes:
+        read_through(cache, url, remote)
+    # 5000 pre-populated bytes are the user's: the 2500-byte budget is for downloads only
+    assert pre_path.read_bytes() == b"p" * 5000
+    assert [url for url, _ in remotes if cache.contains(url)] == [remotes[1][0], remotes[2][0]]
+    owned = {e.url: e.owned for e in cache.entries()}
+    assert owned == {pre: False, remotes[1][0]: True, remotes[2][0]: True}
+
+
+def test_a_cached_shard_replaced_by_hand_becomes_the_users(tmp_path: Path) -> None:
+    (a, ra), (b, rb) = make_remotes(tmp_path, [1000, 1000])
+    cache = ShardCache(tmp_path / "cache", cache_size=1500)
+    read_through(cache, a, ra)
+    path = Path(cache.local_path(a))
+    replacement = path.with_name("mine")
+    replacement.write_bytes(b"mine" * 250)
+    os.replace(replacement, path)  # same path, another file: no longer the cache's
+    read_through(cache, b, rb)  # over budget by a, but a is not the cache's to delete
+    assert path.read_bytes() == b"mine" * 250 and cache.contains(b)
+    assert cache.stats()["evictions"] == 0
+
+
+def test_ownership_survives_the_process(tmp_path: Path) -> None:
+    (a, ra), (b, rb) = make_remotes(tmp_path, [1000, 1000])
+    first = ShardCache(tmp_path / "cache")
+    read_through(first, a, ra)
+    first.close()
+    second = ShardCache(tmp_path / "cache", cache_size=1500)  # a new process would see the same
+    read_through(second, b, rb)
+    assert not second.contains(a) and second.contains(b)  # a was the cache's: evicted
+
+
+def never_fetch():
+    raise AssertionError("fetch() must not be called for a cached shard")

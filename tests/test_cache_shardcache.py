@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -147,19 +148,53 @@ def test_pickle_round_trip_after_use(tmp_path: Path) -> None:
     clone.close()
 
 
-def test_clear_removes_everything_not_being_read(tmp_path: Path) -> None:
+def test_clear_removes_the_caches_own_files_not_being_read(tmp_path: Path) -> None:
     shards = make_shards(tmp_path, 3, 100)
     cache = ShardCache(tmp_path / "cache")
     for url, remote in shards.items():
         with cache.open(url, lambda remote=remote: open(remote, "rb")) as f:
             f.read()
+    mine = tmp_path / "cache" / "notes.txt"
+    mine.write_text("keep me")
+    pre = Path(cache.local_path("s3://bucket/pre.tar"))
+    pre.write_bytes(b"pre-populated")
     first = next(iter(shards))
     held = cache.open(first, never_fetch)
-    cache.clear()
-    assert [e.url for e in cache.entries()] == [first]
+    assert cache.clear() == 2
+    assert sorted(e.url or e.path for e in cache.entries()) == sorted([first, str(mine), str(pre)])
     held.close()
-    cache.clear()
+    assert cache.clear() == 1
+    assert sorted(e.path for e in cache.entries()) == sorted([str(mine), str(pre)])
+    assert mine.read_text() == "keep me" and pre.read_bytes() == b"pre-populated"
+    assert cache.clear(everything=True) == 2  # explicitly: every file, bookkeeping kept
     assert cache.entries() == []
+    assert os.path.isdir(tmp_path / "cache" / ".cloudwds" / "index")
+
+
+def test_stale_temp_cleanup_removes_only_the_caches_temp_pattern(tmp_path: Path) -> None:
+    cache = ShardCache(tmp_path / "cache")
+    shard_dir = Path(cache.local_path("s3://bucket/x.tar")).parent
+    shard_dir.mkdir(parents=True)
+    dead = 2**22 + 12345  # above any pid_max: surely not running
+    ours = shard_dir / f".x.tar.{socket_host()}-{dead}.0123abcd.part"
+    theirs = [
+        shard_dir / ".x.tar.part",
+        shard_dir / f".x.tar.{socket_host()}-{dead}.part",
+        shard_dir / ".notes.swp",
+        tmp_path / "cache" / ".bashrc",
+    ]
+    for path in [ours, *theirs]:
+        path.write_bytes(b"t")
+    cache.maintain()
+    assert not ours.exists()
+    assert all(p.exists() for p in theirs)
+
+
+def socket_host() -> str:
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 
 
 def _consume(
@@ -243,3 +278,33 @@ def test_fork_during_a_download_does_not_leak_the_shard_lock(tmp_path: Path) -> 
     assert out.get(timeout=20) == hashlib.sha256(data).hexdigest()
     child.join(10)
     assert child.exitcode == 0
+
+
+def test_cli_cache_clear_keeps_user_files_unless_all(tmp_path: Path, capsys) -> None:
+    from cloudwds.cli import main
+
+    shards = make_shards(tmp_path, 2, 1000)
+    root = tmp_path / "D"
+    cache = ShardCache(root)
+    for url, remote in shards.items():
+        with cache.open(url, lambda remote=remote: open(remote, "rb")) as f:
+            f.read()
+    cache.close()
+    (root / "notes.txt").write_text("notes")
+    (root / "photos").mkdir()
+    (root / "photos" / "holiday.jpg").write_bytes(b"jpeg")
+    assert main(["--cache-dir", str(root), "cache", "ls"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    kept = [line for line in listed if line.endswith("(not downloaded by the cache: kept)")]
+    assert len(listed) == 4 and len(kept) == 2
+    assert main(["--cache-dir", str(root), "cache", "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["downloaded_shards"], stats["other_files"], stats["other_bytes"]) == (2, 2, 9)
+    assert main(["--cache-dir", str(root), "cache", "clear"]) == 0
+    err = capsys.readouterr().err
+    assert "removed 2 shards" in err and "2 files the cache did not download were kept" in err
+    assert (root / "notes.txt").read_text() == "notes"
+    assert (root / "photos" / "holiday.jpg").read_bytes() == b"jpeg"
+    assert main(["--cache-dir", str(root), "cache", "clear", "--all"]) == 0
+    assert "removed 2 shards" in capsys.readouterr().err
+    assert not (root / "notes.txt").exists() and not (root / "photos" / "holiday.jpg").exists()

@@ -6,31 +6,43 @@ do; readers (:meth:`Download.reader`) *tail* the temp file through their own des
 wait only for bytes not yet written. Hence:
 
 * the first sample is served as soon as the first chunk lands, not after the whole shard;
-* a reader that stops early simply closes its descriptor and the download still completes,
-  so the cached copy is whole (the chosen behaviour for early close: *finish in background*);
 * no download depends on a consumer making progress, so consumers that hold several shards
-  open while waiting for others (mixing datasets, several ranks) cannot deadlock on each other.
+  open while waiting for others (mixing datasets, several ranks) cannot deadlock on each other;
+* a download lives only as long as someone wants it (a reader, or the prefetch group of a
+  running iteration): when the last reader closes before the end and no group keeps it, it is
+  **cancelled** at once, so nothing of a finished or closed iteration keeps writing, publishing
+  or evicting in the background (the chosen behaviour for early close);
+* a full disk (``ENOSPC``, ``EDQUOT``, or ``EFBIG`` from a file-size limit) never fails the
+  read: the temp file goes, one warning names the URL, and the readers continue from the same
+  byte with the remote stream itself (see :class:`_Relay`).
 
 States of one cache entry (one final path)::
 
     absent ──(lock taken, temp created)──► downloading: ".<name>.<host>-<pid>.<rand>.part"
-    downloading ──(EOF, length ok, fsync, os.replace)──► published ──(eviction)──► absent
+    downloading ──(EOF, length ok, fsync, owner recorded, os.replace)──► published
+    published ──(eviction: only a file the index says the cache wrote)──► absent
     downloading ──(error, short stream)──► absent: temp unlinked; readers get the bytes written
                                            so far, then the error
     downloading ──(more bytes than the whole budget)──► uncacheable: temp unlinked at once and
                   the lock released; bytes keep flowing to readers through the unlinked inode
                   and are dropped when the last reader closes; never published
+    downloading ──(disk full)──► uncacheable: temp unlinked, lock released; readers go on with
+                  the rest of the remote stream, uncached
+    downloading ──(last reader / group let go)──► cancelled: temp unlinked, lock released
 
 Invariants: the final name only ever holds a complete object; only the lock holder creates,
-writes, renames or deletes the temp file; ``written`` only grows, and every byte below it is in
-the file (it is advanced after ``os.write`` returns). The downloader keeps ``LOCK_SH`` on the
-temp file's open description and readers get ``dup`` s of it, so after publication the shard
-stays pinned against eviction until the last reader closes.
+writes, renames or deletes the temp file (cancellation does it on the holder's behalf, under
+the download's condition, and then no step of the copy touches the directory again);
+``written`` only grows, and every byte below it is in the file (it is advanced after
+``os.write`` returns). The downloader keeps ``LOCK_SH`` on the temp file's open description and
+readers get ``dup`` s of it, so after publication the shard stays pinned against eviction until
+the last reader closes.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import fcntl
 import io
 import logging
@@ -41,13 +53,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import StorageError
+from .index import file_identity
 from .locks import ShardLock, track_fd_owner
 from .tempfiles import make_temp_path
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["CHUNK_SIZE", "Download", "Outcome", "passthrough"]
+__all__ = ["CHUNK_SIZE", "DISK_FULL", "Download", "Outcome", "passthrough"]
 
 log = logging.getLogger("cloudwds.cache")
 
@@ -57,10 +70,42 @@ CHUNK_SIZE = 256 * 1024
 READ_BUFFER = 1 << 20
 
 
+DISK_FULL = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # EFBIG: RLIMIT_FSIZE or the file system's limit
+)
+"""Write errors that mean "no room for the cache", not "the data is bad": the read goes on."""
+
+RELAY = -1
+"""What :meth:`Download.wait_for` answers once the file will grow no more but the data goes on."""
+
+
 class Outcome(enum.Enum):
     PUBLISHED = "published"
-    UNCACHEABLE = "uncacheable"
+    UNCACHEABLE = "uncacheable"  # larger than the budget, the disk filled up, or not indexable
     FAILED = "failed"
+    CANCELLED = "cancelled"  # nobody wanted it any more (readers closed, prefetch group closed)
+
+
+class _Relay:
+    """The rest of a shard after the disk filled up: bytes read but not written, then the stream.
+
+    The first reader to reach the end of the file takes it over (and closes the stream when it
+    closes); a reader that arrives later, or at another position, fetches its own copy.
+    """
+
+    def __init__(self, stream: BinaryIO, leftover: bytes, pos: int):
+        self.stream: BinaryIO | None = stream
+        self.leftover = leftover
+        self.pos = pos
+        self.owner: object | None = None
+        self.mu = threading.Lock()
+
+    def close(self) -> None:
+        with self.mu:
+            stream, self.stream = self.stream, None
+            self.owner = self  # nobody can take it over any more
+        if stream is not None:
+            _close_quietly(stream)
 
 
 class Download:
@@ -68,10 +113,16 @@ class Download:
 
     The constructor creates the temp file (so a cache directory we cannot write to fails here,
     in the caller, before any thread exists); :meth:`run` does the copy and always releases the
-    lock and closes the stream. ``limit`` is the cache budget: a shard larger than the whole
-    budget is served but not kept. ``on_published`` runs after the rename while the lock is still
-    held (index the entry, evict); ``on_finished`` runs whatever the outcome, after the stream
-    is closed and before readers see the end of the data.
+    lock. ``limit`` is the cache budget: a shard larger than the whole budget is served but not
+    kept. ``on_commit(download, identity)`` runs before the rename, the lock held (record that
+    the cache owns the file; if it raises, nothing is published); ``on_published`` after it
+    (evict); ``on_finished`` whatever the outcome, before readers see the end of the data.
+
+    A download lives as long as somebody wants it: each reader and each ``keep()`` (a prefetch
+    group) holds it; when the last one lets go before the end it is *cancelled* on the spot:
+    temp file unlinked, lock released, nothing published, and the copying thread, whenever its
+    current read returns, touches nothing in the cache again. ``fetch`` reopens the remote
+    object for a reader that must continue on its own after the disk filled up.
     """
 
     def __init__(
@@ -84,6 +135,9 @@ class Download:
         limit: int | None,
         on_published: Callable[[Download], None],
         on_finished: Callable[[Download], None],
+        on_commit: Callable[[Download, tuple[int, int]], None] | None = None,
+        fetch: Callable[[], BinaryIO] | None = None,
+        kept: bool = False,
     ):
         self.url = url
         self.key = key
@@ -97,8 +151,16 @@ class Download:
         self._limit = limit
         self._on_published = on_published
         self._on_finished = on_finished
+        self._on_commit = on_commit
+        self._fetch = fetch
         self._cond = threading.Condition()
         self._finished = False
+        self._cancelled = False
+        self._committing = False
+        self._relay: _Relay | None = None
+        self._stopped_early = False  # the file ends before the data does (disk full)
+        self._readers = 0
+        self._keepers = 1 if kept else 0
         self._done = threading.Event()
         os.makedirs(os.path.dirname(final_path), exist_ok=True)
         self._temp_path: str | None = make_temp_path(final_path)
@@ -106,33 +168,74 @@ class Download:
         fcntl.flock(self._fd, fcntl.LOCK_SH)
         track_fd_owner(self)
 
+    # ----------------------------------------------------------------- who wants it
+    def keep(self) -> bool:
+        """One more holder besides the readers (a prefetch group); ``False`` if already over."""
+        with self._cond:
+            if self._finished or self._cancelled:
+                return False
+            self._keepers += 1
+            return True
+
+    def let_go(self) -> bool:
+        """Drop a :meth:`keep`; cancels the download if nobody else wants it.
+
+        Returns ``True`` when nothing of this download can touch the cache any more *or* readers
+        still hold it; ``False`` when it is publishing right now (wait for :meth:`wait`).
+        """
+        with self._cond:
+            self._keepers -= 1
+            self._cancel_if_unwanted()
+            return not self._committing or self._finished
+
+    def _release_reader(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            self._cancel_if_unwanted()
+        if self._relay is not None and self._readers == 0:
+            self._relay.close()
+
+    def _cancel_if_unwanted(self) -> None:
+        """With ``_cond`` held: nobody reads or keeps it and it is still copying: stop now."""
+        if self._readers > 0 or self._keepers > 0 or self._finished or self._committing:
+            return
+        if self._cancelled:
+            return
+        self._cancelled = True
+        self._unlink_temp()
+        self._lock.release()
+        self._cond.notify_all()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
     # ----------------------------------------------------------------- the writer
     def run(self) -> None:
         """Copy, verify, publish; never raises (the error is kept for the readers)."""
         start = time.monotonic()
+        handed_over = False
         try:
             self._copy()
-            if self._temp_path is not None:
-                os.fsync(self._fd)
-                os.replace(self._temp_path, self.final_path)
-                self._temp_path = None
-                _fsync_dir(os.path.dirname(self.final_path))
+            handed_over = self._relay is not None
+            if self._stopped_early or self._cancelled or self._temp_path is None:
+                self.outcome = Outcome.CANCELLED if self._cancelled else Outcome.UNCACHEABLE
+            elif self._publish():
                 self.outcome = Outcome.PUBLISHED
                 _safely(self._on_published, self)
             else:
-                self.outcome = Outcome.UNCACHEABLE
+                self.outcome = Outcome.CANCELLED if self._cancelled else Outcome.UNCACHEABLE
         except BaseException as exn:
             self.error = exn
             self.outcome = Outcome.FAILED
-            self._unlink_temp()
+            with self._cond:
+                self._unlink_temp()
             if not isinstance(exn, Exception):
                 raise
         finally:
             self.seconds = time.monotonic() - start
-            try:
-                self._stream.close()
-            except Exception as exn:
-                log.debug("closing the stream of %s failed: %s", self.url, exn)
+            if not handed_over:
+                _close_quietly(self._stream)
             _safely(self._on_finished, self)  # before readers see the end: stats are settled
             with self._cond:
                 self._finished = True
@@ -145,20 +248,92 @@ class Download:
 
     def _copy(self) -> None:
         expected = _expected_size(self._stream)
-        while True:
+        while not self._cancelled:
             chunk = self._stream.read(CHUNK_SIZE)
             if not chunk:
                 break
-            _write_all(self._fd, chunk)
-            with self._cond:
-                self.written += len(chunk)
-                self._cond.notify_all()
+            if self._cancelled:
+                return
+            if not self._write(chunk):
+                return  # disk full: the rest goes to readers without caching
             if self._limit is not None and self.written > self._limit and self._temp_path:
                 self._give_up_caching()
+        if self._cancelled:
+            return
         if expected is not None and self.written != expected:
             raise StorageError(
                 f"stream ended after {self.written} of {expected} bytes; not caching it", self.url
             )
+
+    def _write(self, chunk: bytes) -> bool:
+        """Append ``chunk`` to the file; ``False`` if the disk filled up (see :meth:`_disk_full`)."""
+        view = memoryview(chunk)
+        done = 0
+        while done < len(view):
+            try:
+                n = os.write(self._fd, view[done:])
+            except OSError as exn:
+                if exn.errno not in DISK_FULL:
+                    raise
+                self._disk_full(exn, bytes(view[done:]))
+                return False
+            done += n
+            with self._cond:
+                self.written += n
+                self._cond.notify_all()
+        return True
+
+    def _disk_full(self, exn: OSError, leftover: bytes) -> None:
+        """No room for the cache: drop the temp file and hand the stream to the readers.
+
+        The bytes already written stay readable through the readers' descriptors (the inode
+        lives until they close it); the bytes after them come from ``leftover`` and then the
+        remote stream itself, from exactly where the copy stopped.
+        """
+        log.warning(
+            "no space left to cache %s (%s): reading it on without caching",
+            self.url,
+            exn.strerror or exn,
+        )
+        with self._cond:
+            self._unlink_temp()
+            self._stopped_early = True
+            if self._readers > 0 and not self._cancelled:
+                self._relay = _Relay(self._stream, leftover, self.written)
+            self._cond.notify_all()
+        self._lock.release()  # others need not wait: nothing will be published
+
+    def _publish(self) -> bool:
+        """fsync, record ownership, rename: ``True`` once the shard is in place."""
+        try:
+            os.fsync(self._fd)
+        except OSError as exn:
+            if exn.errno not in DISK_FULL:
+                raise
+            log.warning("no space left to cache %s (%s): not caching it", self.url, exn.strerror)
+            with self._cond:
+                self._unlink_temp()
+            return False
+        with self._cond:
+            if self._cancelled or self._temp_path is None:
+                return False
+            self._committing = True  # from here on, letting go does not cancel
+        identity = file_identity(os.fstat(self._fd))
+        if self._on_commit is not None:
+            try:
+                self._on_commit(self, identity)
+            except Exception as exn:
+                log.warning(
+                    "cannot record %s in the cache index (%s): not caching it", self.url, exn
+                )
+                with self._cond:
+                    self._unlink_temp()
+                return False
+        temp, self._temp_path = self._temp_path, None
+        assert temp is not None  # only cancellation clears it, and _committing rules that out
+        os.replace(temp, self.final_path)
+        _fsync_dir(os.path.dirname(self.final_path))
+        return True
 
     def _give_up_caching(self) -> None:
         log.warning(
@@ -166,7 +341,8 @@ class Download:
             self.url,
             self._limit,
         )
-        self._unlink_temp()
+        with self._cond:
+            self._unlink_temp()
         self._lock.release()  # others need not wait: there will be nothing to read
 
     def _unlink_temp(self) -> None:
@@ -181,9 +357,10 @@ class Download:
     def reader(self) -> BinaryIO | None:
         """A new stream over this download from byte 0, or ``None`` if it has already finished."""
         with self._cond:
-            if self._fd < 0:
+            if self._fd < 0 or self._cancelled:
                 return None
             fd = os.dup(self._fd)
+            self._readers += 1
         raw = _TailReader(self, fd)
         track_fd_owner(raw)
         return io.BufferedReader(raw, buffer_size=READ_BUFFER)
@@ -191,17 +368,47 @@ class Download:
     def wait_for(self, pos: int) -> int:
         """Block until bytes past ``pos`` exist or the download ended: how many are available.
 
-        Returns 0 at a clean end; re-raises the download's error once the bytes written before
-        it have all been read, so a failed download never looks like a short shard.
+        Returns 0 at a clean end and :data:`RELAY` when the file stopped growing before the end
+        of the data (the disk filled up); re-raises the download's error once the bytes written
+        before it have all been read, so a failed download never looks like a short shard.
         """
         with self._cond:
-            while self.written <= pos and not self._finished:
+            while self.written <= pos and not self._finished and not self._stopped_early:
                 self._cond.wait()
             if self.written > pos:
                 return self.written - pos
             if self.error is not None:
                 raise self.error
-            return 0
+            return RELAY if self._stopped_early else 0
+
+    def relay_read(self, reader: object, pos: int, n: int) -> bytes | None:
+        """Bytes at ``pos`` past the end of the file for ``reader``; ``None``: fetch your own."""
+        relay = self._relay
+        if relay is None:
+            return None
+        with relay.mu:
+            if relay.owner is None and relay.pos == pos:
+                relay.owner = reader
+            if relay.owner is not reader or relay.stream is None:
+                return None
+            if relay.leftover:
+                out, relay.leftover = relay.leftover[:n], relay.leftover[n:]
+            else:
+                out = relay.stream.read(n)
+            relay.pos += len(out)
+            return out
+
+    def refetch(self, pos: int) -> BinaryIO:
+        """A fresh remote stream positioned at ``pos`` (for a reader that cannot use the relay)."""
+        if self._fetch is None:
+            raise StorageError(f"the cache could not keep this shard after byte {pos}", self.url)
+        stream = self._fetch()
+        try:
+            _skip(stream, pos, self.url)
+        except BaseException:
+            _close_quietly(stream)
+            raise
+        return stream
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until :meth:`run` has completely finished (callbacks included)."""
@@ -215,13 +422,18 @@ class Download:
 
 
 class _TailReader(io.RawIOBase):
-    """Reads a :class:`Download`'s file through its own descriptor, waiting for the writer."""
+    """Reads a :class:`Download`'s file through its own descriptor, waiting for the writer.
+
+    Past the end of a file that stopped growing (disk full) it reads the relay, or a stream of
+    its own from the remote, from the same byte on.
+    """
 
     def __init__(self, download: Download, fd: int):
         super().__init__()
         self._download = download
         self._fd = fd
         self._pos = 0
+        self._own: BinaryIO | None = None
 
     @property
     def name(self) -> str:
@@ -236,17 +448,35 @@ class _TailReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0
-        available = self._download.wait_for(self._pos)
-        if available == 0:
-            return 0
-        n = os.preadv(self._fd, [view[: min(len(view), available)]], self._pos)
-        self._pos += n
-        return n
+        if self._own is None:
+            available = self._download.wait_for(self._pos)
+            if available == 0:
+                return 0
+            if available > 0:
+                n = os.preadv(self._fd, [view[: min(len(view), available)]], self._pos)
+                self._pos += n
+                return n
+            data = self._download.relay_read(self, self._pos, len(view))
+            if data is None:
+                self._own = self._download.refetch(self._pos)
+        if self._own is not None:
+            data = self._own.read(len(view))
+        assert data is not None
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            os.close(fd)  # the download goes on; the pin lasts while others hold copies
+            os.close(fd)  # the pin lasts while others hold copies
+            own, self._own = self._own, None
+            if own is not None:
+                _close_quietly(own)
+            relay = self._download._relay
+            if relay is not None and relay.owner is self:
+                relay.close()
+            self._download._release_reader()  # the last reader out cancels an unfinished copy
         super().close()
 
     def _forget_fd_after_fork(self) -> None:
@@ -297,11 +527,20 @@ def _expected_size(stream: object) -> int | None:
     return None
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def _skip(stream: BinaryIO, n: int, url: str) -> None:
+    """Read and drop the first ``n`` bytes of ``stream`` (the remote streams cannot seek)."""
+    while n > 0:
+        chunk = stream.read(min(n, CHUNK_SIZE))
+        if not chunk:
+            raise StorageError(f"stream ended before byte {n} while resuming", url)
+        n -= len(chunk)
+
+
+def _close_quietly(stream: object) -> None:
+    try:
+        stream.close()  # type: ignore[attr-defined]
+    except Exception as exn:
+        log.debug("closing a remote stream failed: %s", exn)
 
 
 def _fsync_dir(path: str) -> None:

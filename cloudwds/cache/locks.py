@@ -144,13 +144,25 @@ def open_pinned(path: str, buffering: int = -1) -> BinaryIO | None:
     return f
 
 
-def remove_unpinned(path: str) -> str:
-    """Delete ``path`` unless a reader pins it: returns ``"removed"``, ``"busy"`` or ``"missing"``."""
+def remove_unpinned(path: str, expected: tuple[int, int] | None = None) -> str:
+    """Delete ``path`` unless a reader pins it: returns ``"removed"``, ``"busy"`` or ``"missing"``.
+
+    With ``expected`` (a ``(st_dev, st_ino)``), only that very file is deleted; another file at
+    the path is left alone and ``"foreign"`` returned (the cache deletes only what it wrote).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except (FileNotFoundError, NotADirectoryError):
         return "missing"
+    except OSError as exn:
+        if exn.errno == errno.ELOOP:  # a symlink: never the cache's (it writes regular files)
+            return "foreign"
+        raise
     try:
+        if expected is not None:
+            fst = os.fstat(fd)
+            if (fst.st_dev, fst.st_ino) != expected:
+                return "foreign"
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

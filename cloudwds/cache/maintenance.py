@@ -9,6 +9,12 @@ follows the same two rules:
   reader has open is never deleted);
 * whole-directory passes (eviction, scans, clear) hold the cache-wide maintenance lock, so two
   processes never evict from the same stale total at once.
+
+And one rule about *which* files: the cache deletes only files it downloaded itself, recognised
+by the identity recorded in the index when it published them (:mod:`.index`). Pre-populated
+shards and anything else a person keeps in the directory are never evicted, never removed by a
+scan and never cleared, except by an explicit ``clear(everything=True)`` (``cache clear
+--all``). Temp files are recognised by the cache's own temp-name pattern only.
 """
 
 from __future__ import annotations
@@ -73,28 +79,54 @@ class Janitor:
             )
 
     def remove_entry(self, record: IndexRecord) -> str:
-        """Delete one shard if nobody downloads or reads it: ``removed``/``missing``/``busy``."""
+        """Delete one shard the cache owns if nobody downloads or reads it.
+
+        Answers ``removed``, ``missing`` (gone already: the entry is dropped), ``busy`` (read or
+        downloaded right now) or ``foreign`` (not a file the cache wrote: left alone, and its
+        entry no longer claims it).
+        """
+        if record.owner is None:
+            return "foreign"
         lock = ShardLock(self.layout.lock_path(record.key))
         if not lock.acquire(blocking=False):
             return "busy"
         try:
-            outcome = remove_unpinned(self.layout.path(record.key))
-            if outcome != "busy":
+            outcome = remove_unpinned(self.layout.path(record.key), expected=record.owner)
+            if outcome in ("removed", "missing"):
                 self.index.discard(record.key)
+            elif outcome == "foreign":
+                self.index.disown(record.key)
             return outcome
         finally:
             lock.release()
 
-    def clear(self) -> int:
-        """Delete every shard that is not being read or downloaded; how many went."""
+    def clear(self, everything: bool = False) -> int:
+        """Delete the cache's own shards that are not being read or downloaded; how many went.
+
+        ``everything=True`` also deletes every other file in the tree (pre-populated shards,
+        files of your own), still sparing those being read and the ``.cloudwds`` bookkeeping.
+        """
         with ShardLock(self.layout.maintenance_lock):
-            keys = {r.key for r in self.index.records()}
-            keys.update(self.layout.key_of_path(os.path.join(d, n)) for d, n in self.walk())
             removed = 0
-            for key in sorted(keys):
-                record = self.index.get(key) or IndexRecord(key, None, 0, 0.0)
+            for record in self.index.records():
                 removed += self.remove_entry(record) == "removed"
+            if everything:
+                for dirpath, name in list(self.walk()):
+                    removed += self._remove_any(os.path.join(dirpath, name)) == "removed"
         return removed
+
+    def _remove_any(self, path: str) -> str:
+        key = self.layout.key_of_path(path)
+        lock = ShardLock(self.layout.lock_path(key))
+        if not lock.acquire(blocking=False):
+            return "busy"
+        try:
+            outcome = remove_unpinned(path)
+            if outcome in ("removed", "missing"):
+                self.index.discard(key)
+            return outcome
+        finally:
+            lock.release()
 
     # ------------------------------------------------------------------ scans
     def scan_due(self) -> bool:
@@ -105,8 +137,11 @@ class Janitor:
             return True
 
     def scan(self, blocking: bool) -> None:
-        """Drop stale temp files, index files copied in by hand (last use = mtime), forget
-        entries whose file vanished, then evict. Non-blocking: skip if another process scans."""
+        """Drop the cache's stale temp files, forget entries whose file vanished, then evict.
+
+        Files nobody indexed (copied in by hand) are left alone: they are not the cache's.
+        Non-blocking: skip if another process scans right now.
+        """
         maintenance = ShardLock(self.layout.maintenance_lock)
         if not maintenance.acquire(blocking=blocking):
             return
@@ -120,14 +155,7 @@ class Janitor:
                     if parsed is not None:
                         self._remove_if_stale(path, parsed)
                     continue
-                key = self.layout.key_of_path(path)
-                seen.add(key)
-                if key not in records:
-                    try:
-                        st = os.stat(path)
-                    except OSError:
-                        continue
-                    self.index.touch(key, None, st.st_size, when=st.st_mtime)
+                seen.add(self.layout.key_of_path(path))
             for key in records.keys() - seen:
                 self._forget_if_missing(key)
             with open(self.layout.scan_stamp, "w"):

@@ -21,13 +21,21 @@ Guarantees, across threads, DataLoader workers, ranks and separate jobs sharing 
 2. One download per shard at a time: the shard lock is taken before fetching, and the file is
    looked for again once it is held, so whoever waited reads what the winner published.
 3. A shard open for reading is never evicted (readers pin it with ``LOCK_SH``).
-4. After each publication the published bytes fit ``cache_size``, except shards being read or
-   downloaded at that moment. ``cache_size`` counts file sizes, not the index or lock files.
-5. A file copied by hand to :meth:`ShardCache.local_path` is a hit: ``fetch`` is never called.
+4. The cache deletes only files it downloaded itself (recorded in the index, by file identity,
+   before each publication): pre-populated shards are served and never evicted, and any other
+   file in the directory is never touched, except by ``clear(everything=True)``.
+5. After each publication the bytes of the cache's own shards fit ``cache_size``, except shards
+   being read or downloaded at that moment. ``cache_size`` counts the sizes of the files the
+   cache downloaded, not pre-populated shards, other files, the index or lock files.
+6. A file copied by hand to :meth:`ShardCache.local_path` is a hit: ``fetch`` is never called.
+7. A full disk never fails a read: the shard is served uncached, with one warning naming it.
+8. Nothing of an iteration outlives it: downloads nobody reads any more are cancelled, and the
+   prefetches of a :class:`~.prefetch.PrefetchGroup` end when the group is closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -37,17 +45,19 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .download import Download, Outcome, passthrough
-from .index import CacheEntry, CacheIndex
+from .index import CacheEntry, CacheIndex, file_identity
 from .layout import CacheLayout, url_to_key
 from .locks import ShardLock, open_pinned
 from .maintenance import Janitor
-from .prefetch import Prefetcher
+from .prefetch import Prefetcher, PrefetchGroup, PrefetchTicket
 from .sizes import format_size, parse_size
 from .stats import CacheStats
 
 __all__ = ["Fetch", "ShardCache"]
 
 log = logging.getLogger("cloudwds.cache")
+
+_NO_LOCK = contextlib.nullcontext()
 
 Fetch = Callable[[], BinaryIO]
 """Returns a fresh sequential binary stream of the remote object (retries are its own business)."""
@@ -66,8 +76,9 @@ class ShardCache:
     * **Miss:** :meth:`open` calls ``fetch()`` at once (so "not found" is raised by ``open``),
       then a download thread copies the stream to a temp file while the returned stream tails
       that file: the first bytes arrive before the download ends.
-    * **Early close:** the download goes on in its (non-daemon) thread and publishes a complete
-      copy; :meth:`close` and interpreter exit wait for it.
+    * **Early close:** when the last reader of a download closes before the end (and no open
+      prefetch group keeps it), the download is cancelled: nothing is published, and nothing
+      of it touches the directory afterwards. The shard is fetched again next time.
     * **Waiting:** a thread of the same process joins the download in progress (reads the same
       temp file); another process waits on the shard lock, then reads the published file.
     * **Shard larger than the whole budget:** streamed but never cached; its temp file is
@@ -76,6 +87,11 @@ class ShardCache:
       writable): the stream is served uncached, with a warning. A cache directory that cannot
       be created at all is an error.
     * **LRU clock:** a hit is "used" when opened, a miss when its download is published.
+    * **Ownership and budget:** only the shards this cache downloaded count against
+      ``cache_size`` and are evicted or cleared; pre-populated shards are served, listed and
+      left alone (the budget bounds what the cache itself adds to the disk).
+    * **Disk full** (``ENOSPC``/``EDQUOT``/``EFBIG``) while downloading: the temp file goes, one
+      warning names the URL, and the read goes on uncached from the same byte.
     * **Stats** are per process (each DataLoader worker counts its own).
 
     Picklable: only the four arguments cross a process boundary; locks, threads and the index
@@ -186,14 +202,15 @@ class ShardCache:
             finally:
                 self._unclaim(key, mine)
 
-    def prefetch(self, url: str, fetch: Fetch) -> None:
+    def prefetch(self, url: str, fetch: Fetch, group: PrefetchGroup | None = None) -> None:
         """Start downloading ``url`` in the background; return at once.
 
         A no-op if the shard is cached, already being fetched by this process, or the bounded
         pool is full. Errors are logged, never raised: the later :meth:`open` fetches again and
-        raises properly.
+        raises properly. With a ``group`` (one per iteration), closing the group ends this
+        prefetch (see :class:`~.prefetch.PrefetchGroup`); without one it runs to completion.
         """
-        if self.prefetch_workers == 0:
+        if self.prefetch_workers == 0 or (group is not None and group.closed):
             return
         try:
             janitor = self._ready()
@@ -207,9 +224,16 @@ class ShardCache:
                 if self._prefetcher is None:
                     self._prefetcher = Prefetcher(self.prefetch_workers)
                 prefetcher = self._prefetcher
-            job = functools.partial(self._prefetch_job, janitor, url, key, path, fetch)
-            if not prefetcher.submit(key, job):
+            ticket = group.ticket() if group is not None else None
+            if group is not None and ticket is None:
+                return
+            job = functools.partial(self._prefetch_job, janitor, url, key, path, fetch, ticket)
+            future = prefetcher.submit(key, job)
+            if future is None:
                 log.debug("prefetch of %s skipped: already pending or the pool is full", url)
+            elif ticket is not None:
+                with ticket.mu:
+                    ticket.future = future
         except Exception:
             log.exception("prefetch of %s could not start", url)
 
@@ -221,27 +245,34 @@ class ShardCache:
         for dirpath, name in janitor.walk():
             path = os.path.join(dirpath, name)
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except OSError:
                 continue
             rec = records.get(self.layout.key_of_path(path))
             url = rec.url if rec is not None else None
             last_used = rec.last_used if rec is not None else st.st_mtime
-            out.append(CacheEntry(path=path, url=url, size=st.st_size, last_used=last_used))
+            owned = rec is not None and rec.owner == file_identity(st)
+            out.append(CacheEntry(path, url, st.st_size, last_used, owned))
         return sorted(out, key=lambda e: e.path)
 
     def stats(self) -> dict[str, int]:
         """This process's counters: hits, misses, downloads, evictions, bytes_downloaded, ..."""
         return self._stats.snapshot()
 
-    def clear(self) -> None:
-        """Delete every cached shard that is not being read or downloaded, and its index entry."""
-        removed = self._ready().clear()
-        self._log("cleared %s: %d shards removed", self.cache_dir, removed)
+    def clear(self, everything: bool = False) -> int:
+        """Delete the shards this cache downloaded, except those being read or downloaded.
+
+        Pre-populated shards and other files stay, unless ``everything=True`` (then every file
+        under ``cache_dir`` goes, except those in use and the ``.cloudwds`` bookkeeping).
+        Returns how many files were removed.
+        """
+        removed = self._ready().clear(everything)
+        self._log("cleared %s: %d files removed", self.cache_dir, removed)
+        return removed
 
     def maintain(self) -> None:
-        """Scan the directory: drop stale temp files, index files copied in by hand, forget
-        entries whose file vanished, then evict to the budget. Runs by itself at start-up
+        """Scan the directory: drop the cache's stale temp files, forget entries whose file
+        vanished, then evict to the budget. Runs by itself at start-up
         (at most every ``maintenance.SCAN_INTERVAL`` seconds per directory); call it to force one."""
         self._ready().scan(blocking=True)
 
@@ -249,7 +280,7 @@ class ShardCache:
         """Wait for this process's background work (downloads after early close, prefetches)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._mu:
-            downloads = list(self._downloads.values())
+            downloads = [d for d in self._downloads.values() if not d.cancelled]
             prefetcher = self._prefetcher
         if prefetcher is not None:
             prefetcher.wait(timeout)
@@ -295,9 +326,10 @@ class ShardCache:
         return janitor
 
     def _serve_hit(self, janitor: Janitor, url: str, key: str, f: BinaryIO) -> BinaryIO:
-        size = os.fstat(f.fileno()).st_size
-        try:
-            janitor.index.touch(key, url, size)  # safe: the pin keeps the file from being evicted
+        st = os.fstat(f.fileno())
+        size = st.st_size
+        try:  # safe: the pin keeps the file from being evicted
+            janitor.index.used(key, url, size, file_identity(st))
         except Exception:
             log.exception("could not record the use of %s", url)
         self._stats.add(hits=1, bytes_served_from_cache=size)
@@ -314,14 +346,20 @@ class ShardCache:
         lock: ShardLock,
         claim: threading.Event,
         prefetch: bool,
+        ticket: PrefetchTicket | None = None,
     ) -> BinaryIO | None:
         """Fetch ``url`` into the cache; we hold its lock, which passes to the download.
 
         For :meth:`open` (``prefetch=False``) the copy runs in a new thread and a reader is
-        returned; for a prefetch it runs here, in the pool thread.
+        returned; for a prefetch it runs here, in the pool thread. A prefetch ``ticket``
+        cancelled meanwhile stops it before each step that would change the directory.
         """
         try:
-            janitor.remove_stale_temps(path)
+            with ticket.mu if ticket is not None else _NO_LOCK:
+                if ticket is not None and ticket.cancelled:
+                    lock.release()
+                    return None
+                janitor.remove_stale_temps(path)
             if not prefetch:
                 self._stats.add(misses=1)
             self._log("%s %s: downloading", "prefetch" if prefetch else "miss", url)
@@ -332,16 +370,26 @@ class ShardCache:
         try:
             if os.path.isdir(path):
                 raise IsADirectoryError(f"{path} is a directory")
-            download = Download(
-                url,
-                key,
-                path,
-                stream,
-                lock,
-                self.cache_size,
-                on_published=functools.partial(self._on_published, janitor),
-                on_finished=functools.partial(self._on_finished, prefetch=prefetch),
-            )
+            with ticket.mu if ticket is not None else _NO_LOCK:
+                if ticket is not None and ticket.cancelled:
+                    lock.release()
+                    stream.close()
+                    return None
+                download = Download(
+                    url,
+                    key,
+                    path,
+                    stream,
+                    lock,
+                    self.cache_size,
+                    on_published=functools.partial(self._on_published, janitor),
+                    on_finished=functools.partial(self._on_finished, prefetch=prefetch),
+                    on_commit=functools.partial(self._on_commit, janitor),
+                    fetch=fetch,
+                    kept=prefetch,
+                )
+                if ticket is not None:
+                    ticket.download = download
         except OSError as exn:
             lock.release()
             log.warning("cannot cache %s (%s): streaming it without caching", url, exn)
@@ -360,7 +408,17 @@ class ShardCache:
             threading.Thread(target=download.run, name=f"cloudwds-download {key}").start()
         return reader
 
-    def _prefetch_job(self, janitor: Janitor, url: str, key: str, path: str, fetch: Fetch) -> None:
+    def _prefetch_job(
+        self,
+        janitor: Janitor,
+        url: str,
+        key: str,
+        path: str,
+        fetch: Fetch,
+        ticket: PrefetchTicket | None,
+    ) -> None:
+        if ticket is not None and ticket.cancelled:
+            return
         _, _, mine = self._claim(key)
         if mine is None:
             return  # an open() of this process got there first
@@ -370,7 +428,7 @@ class ShardCache:
             if os.path.isfile(path):  # published while we were queued or waiting
                 lock.release()
                 return
-            self._download(janitor, url, key, path, fetch, lock, mine, prefetch=True)
+            self._download(janitor, url, key, path, fetch, lock, mine, prefetch=True, ticket=ticket)
         finally:
             self._unclaim(key, mine)
 
@@ -386,6 +444,9 @@ class ShardCache:
         """
         with self._mu:
             download = self._downloads.get(key)
+            if download is not None and download.cancelled:  # its thread may linger: ignore it
+                del self._downloads[key]
+                download = None
             if download is not None:
                 return download, None, None
             busy = self._claims.get(key)
@@ -401,14 +462,18 @@ class ShardCache:
                 del self._claims[key]
         mine.set()
 
-    def _on_published(self, janitor: Janitor, download: Download) -> None:
-        """Runs in the download thread right after the rename, the shard lock still held.
+    def _on_commit(self, janitor: Janitor, download: Download, owner: tuple[int, int]) -> None:
+        """Runs in the download thread just before the rename, the shard lock held: the index
+        records that the cache owns this file (so a crash after the rename loses nothing).
 
         A miss counts as used when its download completes, not when it was opened: the shard
         was being read all along, and dating it from the open would make a long download the
         first candidate for eviction the moment it lands.
         """
-        janitor.index.touch(download.key, download.url, download.written)
+        janitor.index.claim(download.key, download.url, download.written, owner)
+
+    def _on_published(self, janitor: Janitor, download: Download) -> None:
+        """Runs in the download thread right after the rename, the shard lock still held."""
         janitor.evict()
 
     def _on_finished(self, download: Download, prefetch: bool) -> None:
@@ -428,6 +493,9 @@ class ShardCache:
             )
         elif download.outcome is Outcome.UNCACHEABLE:
             self._stats.add(uncached=1)
+        elif download.outcome is Outcome.CANCELLED:
+            self._stats.add(cancelled=1)
+            self._log("download of %s cancelled: nobody reads it any more", download.url)
         else:
             self._stats.add(failed_downloads=1)
             log.warning("download of %s failed: %s", download.url, download.error)

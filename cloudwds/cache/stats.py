@@ -16,7 +16,8 @@ FIELDS = (
     "downloads",  # shards fetched and published, by open() or prefetch()
     "prefetches",  # of those, the ones started by prefetch()
     "failed_downloads",  # fetch or copy errors (the reader got the error)
-    "uncached",  # shards streamed without caching (larger than the budget, cache not writable)
+    "uncached",  # shards streamed without caching (larger than the budget, disk full, ...)
+    "cancelled",  # downloads stopped because nobody read or prefetched them any more
     "evictions",  # shards this process deleted to respect the budget
     "bytes_downloaded",  # bytes read from remote streams
     "bytes_served_from_cache",  # sizes of the published shards opened by hits

@@ -2,7 +2,8 @@
 
 A download writes ``<dir>/.<name>.<host>-<pid>.<random>.part`` next to its final ``<dir>/<name>``
 (same directory, hence same file system, so ``os.replace`` publishes it atomically). The layout
-never produces a final name starting with ``.``, so a dot-name ending in ``.part`` is always ours.
+never produces a final name starting with ``.``, so a dot-name of exactly this shape is always
+ours; stale-temp cleanup looks at nothing else (a user's ``.notes.part`` is never touched).
 
 A temp file is **stale** when nobody holds its shard's lock (only the lock holder ever writes a
 shard's temp files, see :mod:`cloudwds.cache.locks`) *and* either its writer's pid is dead on
@@ -27,7 +28,7 @@ STALE_AFTER = 3600.0
 
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 _TEMP = re.compile(
-    r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)\.(?P<rand>[0-9a-f]+)\.part"
+    r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9]{1,24})-(?P<pid>\d+)\.(?P<rand>[0-9a-f]{8})\.part"
 )
 
 

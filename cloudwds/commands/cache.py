@@ -4,6 +4,11 @@ The directory is ``--cache-dir`` (or ``$WDS_CACHE``); ``--cache-size`` (or ``$WD
 sets the budget that ``prefetch`` respects. ``prefetch`` downloads synchronously, through the
 same path a pipeline takes (:func:`~cloudwds.storage.open_shard` with the cache), so errors are
 reported and the command returns once every shard is published.
+
+The cache deletes only what it downloaded: ``clear`` leaves pre-populated shards and any other
+file in the directory alone unless given ``--all``; ``ls`` marks the cache's own files with
+the others (they neither count against the budget nor are evicted), and ``stats`` counts them
+apart.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     size_help = "cache budget such as 50G (default $WDS_CACHE_SIZE, else unbounded)"
 
-    ls = actions.add_parser("ls", parents=[common], help="list cached shards: size, last use, URL")
+    ls = actions.add_parser(
+        "ls",
+        parents=[common],
+        help="list the files: size, last use, URL, path; files the cache did not download are "
+        "marked (they are never evicted)",
+    )
     ls.add_argument("--bytes", action="store_true", help="exact byte counts")
     ls.set_defaults(func=run_ls)
 
@@ -51,7 +61,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     stats.set_defaults(func=run_stats)
 
     clear = actions.add_parser(
-        "clear", parents=[common], help="delete every cached shard not in use right now"
+        "clear",
+        parents=[common],
+        help="delete the shards the cache downloaded (not in use right now)",
+        description="Delete the shards the cache downloaded, except those in use right now. "
+        "Pre-populated shards and other files in the directory are kept unless --all is given.",
+    )
+    clear.add_argument(
+        "--all",
+        action="store_true",
+        help="also delete every other file under the cache directory (pre-populated shards, "
+        "files of your own); the .cloudwds bookkeeping stays",
     )
     clear.set_defaults(func=run_clear)
 
@@ -87,7 +107,8 @@ def run_ls(args: argparse.Namespace) -> int:
     fmt = str if args.bytes else human_size
     for entry in cache.entries():
         when = datetime.datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M:%S")
-        write_out(f"{fmt(entry.size):>10}  {when}  {entry.url or '?'}  {entry.path}")
+        line = f"{fmt(entry.size):>10}  {when}  {entry.url or '?'}  {entry.path}"
+        write_out(line if entry.owned else f"{line}  (not downloaded by the cache: kept)")
     return 0
 
 
@@ -95,10 +116,16 @@ def run_stats(args: argparse.Namespace) -> int:
     cache = _storage(args).cache
     entries = cache.entries()
     total = sum(e.size for e in entries)
+    owned = [e for e in entries if e.owned]
+    owned_bytes = sum(e.size for e in owned)
     result = {
         "cache_dir": cache.cache_dir,
         "shards": len(entries),
         "bytes": total,
+        "downloaded_shards": len(owned),
+        "downloaded_bytes": owned_bytes,
+        "other_files": len(entries) - len(owned),
+        "other_bytes": total - owned_bytes,
         "budget": cache.cache_size,
         "unknown_url": sum(1 for e in entries if e.url is None),
         "oldest_use": min((e.last_used for e in entries), default=None),
@@ -110,7 +137,15 @@ def run_stats(args: argparse.Namespace) -> int:
     budget = "unbounded" if cache.cache_size is None else human_size(cache.cache_size)
     write_out(f"cache dir    {cache.cache_dir}")
     write_out(f"shards       {len(entries)}")
-    write_out(f"bytes        {total} ({human_size(total)}; budget {budget})")
+    write_out(f"bytes        {total} ({human_size(total)})")
+    write_out(
+        f"downloaded   {len(owned)} shards, {owned_bytes} bytes "
+        f"({human_size(owned_bytes)}; budget {budget})"
+    )
+    write_out(
+        f"other files  {len(entries) - len(owned)}, {total - owned_bytes} bytes "
+        "(pre-populated or yours: never evicted, not counted)"
+    )
     for label, key in (("oldest use", "oldest_use"), ("newest use", "newest_use")):
         value = result[key]
         if value is not None:
@@ -122,12 +157,16 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_clear(args: argparse.Namespace) -> int:
     cache = _storage(args).cache
     before = cache.entries()
-    cache.clear()
+    cache.clear(everything=args.all)
     after = cache.entries()
     freed = sum(e.size for e in before) - sum(e.size for e in after)
     note(args, f"removed {len(before) - len(after)} shards ({human_size(freed)})")
-    if after:
-        note(args, f"{len(after)} shards in use were kept")
+    in_use = sum(1 for e in after if e.owned or args.all)
+    if in_use:
+        note(args, f"{in_use} shards in use were kept")
+    others = len(after) - in_use
+    if others:
+        note(args, f"{others} files the cache did not download were kept (--all removes them)")
     return 0
 
 
