@@ -3,7 +3,26 @@
 This module only re-exports the public names.
 """
 
+# webdataset's submodules under its names, and the rest of its public API (see docs/migration.md)
+from . import (  # noqa: I001 - after the names above: these modules import from them
+    autodecode,
+    cache,
+    compat,
+    extradatasets,
+    filters,
+    handlers,
+    mix,
+    pipeline,
+    pytorch,
+    shardlists,
+    tariterators,
+    tenbin,
+    utils,
+    writer,
+)
 from .as_webdataset import install_as_webdataset
+from .autodecode import pytorch_weights_only
+from .cache import LRUCleanup, pipe_cleaner
 from .codecs import (
     Decoder,
     handle_extension,
@@ -13,6 +32,8 @@ from .codecs import (
     torch_audio,
     torch_video,
 )
+from .codecs.decoding import Continue, gzfilter
+from .compat import FluidWrapper, Processor
 from .errors import (
     CloudWdsError,
     DecodingError,
@@ -28,6 +49,10 @@ from .errors import (
     UnsafeInputError,
 )
 from .exact import ExactEpochSource
+from .extradatasets import MockDataset, with_epoch, with_length
+from .extrastages import Cached, LMDBCached, detshuffle, getfirst, non_empty, transform_with
+from .filters import associate, extract_keys, info, pipelinefilter, xdecode
+from .gopen import gopen, gopen_schemes
 from .handlers import (
     ignore_and_continue,
     ignore_and_stop,
@@ -37,9 +62,12 @@ from .handlers import (
 )
 from .index import Manifest, build_index, find_index, load_index
 from .loader import WebLoader
+from .mix import RandomMix, RoundRobin
 from .offline import map_shards, process_shard
 from .pipeline import DataPipeline, FluidInterface, WebDataset
 from .resume import gather_states
+from .security import torch_loads
+from .shardlists import DirectoryShardList, MultiShardSample, resampled, shardspec
 from .shards import (
     ResampledShards,
     SimpleShardList,
@@ -50,6 +78,7 @@ from .shards import (
 from .sources import cbors_to_samples, msgpack_to_samples, tarfile_to_samples
 from .spec import MixedSource, SpecError, load_spec
 from .stages import (
+    PipelineStage,
     Stage,
     batched,
     decode,
@@ -67,31 +96,45 @@ from .stages import (
     unbatched,
 )
 from .storage import StorageConfig
+from .tariterators import tarfile_samples
 from .urls import expand_urls, set_rewrites
-from .writer import ShardWriter, TarWriter
+from .utils import repeatedly
+from .writer import ShardWriter, TarWriter, numpy_dumps, torch_dumps
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cached",
     "CloudWdsError",
+    "Continue",
     "DataPipeline",
     "Decoder",
     "DecodingError",
+    "DirectoryShardList",
     "DuplicateMemberError",
     "ExactEpochSource",
     "FluidInterface",
+    "FluidWrapper",
+    "LMDBCached",
+    "LRUCleanup",
     "Manifest",
     "MissingKeyError",
     "MixedSource",
+    "MockDataset",
+    "MultiShardSample",
     "PipeError",
+    "PipelineStage",
+    "Processor",
+    "RandomMix",
     "ResampledShards",
+    "RoundRobin",
     "ShardError",
     "ShardNotFoundError",
-    "StorageAccessError",
     "ShardWriter",
     "SimpleShardList",
     "SpecError",
     "Stage",
+    "StorageAccessError",
     "StorageConfig",
     "StorageError",
     "TarFormatError",
@@ -100,18 +143,32 @@ __all__ = [
     "UnsafeInputError",
     "WebDataset",
     "WebLoader",
+    "associate",
+    "autodecode",
     "batched",
     "build_index",
+    "cache",
     "cbors_to_samples",
+    "compat",
     "decode",
     "default_collation_fn",
+    "detshuffle",
     "expand_urls",
+    "extract_keys",
+    "extradatasets",
+    "filters",
     "find_index",
     "gather_states",
+    "getfirst",
+    "gopen",
+    "gopen_schemes",
+    "gzfilter",
     "handle_extension",
+    "handlers",
     "ignore_and_continue",
     "ignore_and_stop",
     "imagehandler",
+    "info",
     "install_as_webdataset",
     "load_index",
     "load_spec",
@@ -121,24 +178,47 @@ __all__ = [
     "map_dict",
     "map_shards",
     "map_tuple",
+    "mix",
     "msgpack_to_samples",
+    "non_empty",
+    "numpy_dumps",
+    "pipe_cleaner",
+    "pipeline",
+    "pipelinefilter",
     "process_shard",
+    "pytorch",
+    "pytorch_weights_only",
     "rename",
     "rename_keys",
+    "repeatedly",
     "reraise_exception",
+    "resampled",
     "rsample",
     "select",
     "set_rewrites",
+    "shardlists",
+    "shardspec",
     "shuffle",
     "single_node_only",
     "slice",
     "split_by_node",
     "split_by_worker",
+    "tarfile_samples",
     "tarfile_to_samples",
+    "tariterators",
+    "tenbin",
     "to_tuple",
     "torch_audio",
+    "torch_dumps",
+    "torch_loads",
     "torch_video",
+    "transform_with",
     "unbatched",
+    "utils",
     "warn_and_continue",
     "warn_and_stop",
+    "with_epoch",
+    "with_length",
+    "writer",
+    "xdecode",
 ]

@@ -26,7 +26,7 @@ from .handlers import Handler, reraise_exception
 from .resume import StatefulItem, normalize
 from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
 from .sources import tarfile_to_samples
-from .stages import Stage, apply_stage
+from .stages import PipelineStage, Stage, apply_stage
 from .stats import COUNTERS, with_rates
 from .storage import StorageConfig
 from .world import World, current_world, default_seed
@@ -275,6 +275,8 @@ class DataPipeline(_IterableBase, FluidInterface):
         source = self.pipeline[0]
         if isinstance(source, Stage):
             return source.apply((), world)
+        if isinstance(source, PipelineStage) and not isinstance(source, Iterable):
+            return iter(source.run())  # webdataset calls a PipelineStage source with no input
         if isinstance(source, Iterable):
             return iter(source)
         if callable(source):
@@ -370,11 +372,55 @@ class DataPipeline(_IterableBase, FluidInterface):
             new.nsamples = nbatches
         return new
 
-    def with_length(self, n: int) -> DataPipeline:
-        """Declare ``len()`` (what the DataLoader reports); it does not limit iteration."""
+    def with_length(self, n: int, silent: bool = False) -> DataPipeline:
+        """Declare ``len()`` (what the DataLoader reports); it does not limit iteration.
+
+        ``silent`` is accepted for webdataset's signature; cloudwds does not warn here.
+        """
         new = self._copy()
         new.length = int(n)
         return new
+
+    # -- webdataset's pipeline-object methods ------------------------------------------
+    def stage(self, i: int) -> Any:
+        """The ``i``-th element of the pipeline (0 is the source)."""
+        return self.pipeline[i]
+
+    def append(self, f: Callable[..., Any]) -> None:
+        """Append a stage *in place* (webdataset's contract for ``append``; ``compose`` copies)."""
+        self.pipeline.append(f)
+
+    def invoke(self, f: Any, *args: Any, **kwargs: Any) -> Any:
+        """Apply one pipeline element as webdataset's ``DataPipeline.invoke`` does."""
+        if not args:
+            return self._source_iter_of(f)
+        if isinstance(f, Stage):
+            return f(*args, **kwargs)
+        if isinstance(f, PipelineStage):
+            return f.run(*args, **kwargs)
+        if callable(f):
+            return f(*args, **kwargs)
+        raise ValueError(f"{f!r}: not a valid pipeline stage")
+
+    def _source_iter_of(self, f: Any) -> Iterator[Any]:
+        return DataPipeline(f)._source_iter(current_world(seed=self.seed))
+
+    def close(self) -> None:
+        """Close every element that has ``close()`` (caches, opened resources).
+
+        Runs hold no open resources after they end, so this is only needed for elements
+        with their own state; the pipeline stays usable (webdataset deletes it).
+        """
+        for step in self.pipeline:
+            close = getattr(step, "close", None)
+            if callable(close) and not isinstance(step, type):
+                close()
+
+    def __enter__(self) -> DataPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(s) for s in self.pipeline)
@@ -417,6 +463,24 @@ class _WarnIfEmpty(Stage):
             )
 
 
+def _check_empty(src: Iterable[Any]) -> Iterator[Any]:
+    """``empty_check=True``: an iteration that yields no sample at all is an error (webdataset)."""
+    empty = True
+    for sample in src:
+        empty = False
+        yield sample
+    if empty:
+        raise ValueError(
+            "No samples found in dataset; perhaps you have fewer shards than workers.\n"
+            "Turn off using empty_check=False in the WebDataset constructor."
+        )
+
+
+def _is_directory_url(urls: Any) -> bool:
+    """webdataset reads a local directory URL ending in ``/`` as a :class:`DirectoryShardList`."""
+    return isinstance(urls, str) and urls.endswith("/") and os.path.isdir(urls)
+
+
 class WebDataset(DataPipeline):
     """The fluent dataset: ``WebDataset(urls).shuffle(1000).decode("rgb").to_tuple("png", "json")``.
 
@@ -432,18 +496,25 @@ class WebDataset(DataPipeline):
         self,
         urls: str | Iterable[str],
         handler: Handler = reraise_exception,
+        mode: str | None = None,
         resampled: bool = False,
         repeat: bool = False,
         shardshuffle: bool | int | None = None,
         cache_size: int | str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        url_to_name: Callable[[str], str] | None = None,
+        detshuffle: bool = False,
         nodesplitter: Callable[..., Any] | None = split_by_node,
         workersplitter: Callable[..., Any] | None = split_by_worker,
+        select_files: Callable[[str], bool] | None = None,
+        rename_files: Callable[[str], str] | None = None,
+        empty_check: bool | None = None,
+        verbose: bool = False,
         seed: int | None = None,
+        *,
         storage_options: Mapping[str, Any] | None = None,
         prefetch: int | None = None,
         rewrites: Any = None,
-        empty_check: bool = True,
         exact_epoch: bool = False,
         remainder: str = "balance",
         batch_size: int | None = None,
@@ -451,6 +522,14 @@ class WebDataset(DataPipeline):
         allow_pipe: bool = False,
         **storage_kwargs: Any,
     ):
+        # webdataset's positional order up to ``seed``; ``url_to_name`` (cache file naming),
+        # ``detshuffle`` (cloudwds shard shuffles are always deterministic) and ``verbose`` are
+        # accepted for it and have no effect: the cache is laid out by full URL.
+        del url_to_name, detshuffle, verbose
+        if mode == "resampled":
+            resampled = True
+        elif mode not in (None, "resampled"):
+            raise ValueError(f"mode={mode!r}: only None and 'resampled' are supported")
         super().__init__(seed=seed)
         storage = StorageConfig.resolve(
             storage_options=storage_options,
@@ -497,6 +576,10 @@ class WebDataset(DataPipeline):
             self._auto_batch = batch_size is None
         elif resampled:
             self.pipeline.append(ResampledShards(urls, seed=self.seed, storage=storage))
+        elif _is_directory_url(urls):
+            from .shardlists import DirectoryShardList
+
+            self.pipeline.append(DirectoryShardList(os.fspath(urls)))  # type: ignore[arg-type]
         else:
             self.pipeline.append(SimpleShardList(urls, storage=storage))
             if shardshuffle:
@@ -505,10 +588,19 @@ class WebDataset(DataPipeline):
                 self.pipeline.append(nodesplitter)
             if workersplitter is not None:
                 self.pipeline.append(workersplitter)
-            if empty_check:
+            if empty_check is None:
                 self.pipeline.append(_WarnIfEmpty())
         if not is_spec_url(urls) and not exact_epoch:
-            self.pipeline.append(tarfile_to_samples(handler=handler, storage=storage))
+            self.pipeline.append(
+                tarfile_to_samples(
+                    handler=handler,
+                    select_files=select_files,
+                    rename_files=rename_files,
+                    storage=storage,
+                )
+            )
+        if empty_check:
+            self.pipeline.append(_check_empty)
         if repeat:
             self.repetitions = None
 

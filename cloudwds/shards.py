@@ -11,14 +11,15 @@ derived from ``(seed, epoch, rank, worker)``, so each worker draws its own strea
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .stages import Stage
 from .storage import StorageConfig
-from .urls import expand_urls
+from .urls import shard_list
 from .world import World, distributed_rank, worker_info
 
 log = logging.getLogger("cloudwds")
@@ -32,10 +33,11 @@ class ShardSource(Stage):
         urls: str | Iterable[str],
         storage: StorageConfig | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        empty_check: bool = True,
         **storage_kwargs: Any,
     ):
-        self.urls = expand_urls(urls)
-        if not self.urls:
+        self.urls = shard_list(urls)
+        if not self.urls and empty_check:
             raise ValueError(f"no shard URLs in {urls!r}")
         if storage is None:
             storage = StorageConfig.resolve(storage_options=storage_options, **storage_kwargs)
@@ -60,7 +62,11 @@ class ShardSource(Stage):
 
 
 class SimpleShardList(ShardSource):
-    """Every URL once per epoch; with ``seed`` given, shuffled by ``(seed, epoch)``."""
+    """Every URL once per epoch; with ``seed`` given, shuffled by ``(seed, epoch)``.
+
+    A string is brace-expanded (``"a-{0..9}.tar"``, ``"a.tar::b.tar"``, ``${VAR}`` from
+    ``WDS_VAR``); a list is taken literally, as in webdataset.
+    """
 
     def __init__(self, urls: str | Iterable[str], seed: int | None = None, **kwargs: Any):
         super().__init__(urls, **kwargs)
@@ -79,8 +85,13 @@ class SimpleShardList(ShardSource):
 class ResampledShards(ShardSource):
     """An endless (or ``nshards``-long) stream of shards drawn at random.
 
-    With ``replacement=False`` shards are drawn as a series of permutations, so every shard is
-    visited once per cycle of ``len(urls)`` draws (no shard is missed in a nominal epoch).
+    Draws are seeded from ``(seed, epoch, rank, worker)``; ``seed=None`` uses the pipeline's
+    seed. ``worker_seed`` (webdataset's hook, a zero-argument callable) replaces the rank and
+    worker part of the seed when given. Draws are always deterministic (``deterministic`` is
+    accepted for webdataset's signature; webdataset's default mixes in the clock).
+    ``max_urls`` caps the URLs read from an iterator source. ``empty_check=False`` accepts an
+    empty list (the stream is then empty). With ``replacement=False`` shards are drawn as a
+    series of permutations, so every shard is visited once per cycle of ``len(urls)`` draws.
     """
 
     def __init__(
@@ -88,19 +99,36 @@ class ResampledShards(ShardSource):
         urls: str | Iterable[str],
         nshards: int = sys.maxsize,
         seed: int | None = None,
-        replacement: bool = True,
+        worker_seed: Callable[[], int] | None = None,
         deterministic: bool = True,
+        max_urls: int = 1_000_000,
+        empty_check: bool = True,
+        *,
+        replacement: bool = True,
         **kwargs: Any,
     ):
-        super().__init__(urls, **kwargs)
+        if not isinstance(urls, (str, list, tuple)) and hasattr(urls, "__iter__"):
+            urls = list(itertools.islice(urls, max_urls))
+        super().__init__(urls, empty_check=empty_check, **kwargs)
         self.nshards = nshards
         self.seed = seed
+        self.worker_seed = worker_seed
+        self.deterministic = deterministic
+        self.max_urls = max_urls
         self.replacement = replacement
+        self.epoch = -1  # webdataset's attribute; the epoch used is the pipeline's
 
     def iterate(self, world: World) -> Iterator[dict[str, Any]]:
         w = world if self.seed is None else World(**{**vars(world), "seed": self.seed})
-        rng = w.rng("resample")
+        if self.worker_seed is not None:
+            rng = World(seed=w.seed, epoch=w.epoch, cycle=w.cycle).rng(
+                "resample", self.worker_seed(), per_rank=False, per_worker=False
+            )
+        else:
+            rng = w.rng("resample")
         urls = self.urls
+        if not urls:
+            return
         count = 0
         while count < self.nshards:
             if self.replacement:

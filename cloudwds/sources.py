@@ -11,17 +11,17 @@ the shard cache in the background (when a cache is configured).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import CloudWdsError, ShardError
 from .handlers import Handler, reraise_exception
-from .samples import cbor_items, msgpack_items, tar_samples
+from .samples import cbor_items, group_members, msgpack_items, tar_samples
 from .stages import Stage
 from .stats import COUNTERS, count_samples
 from .storage import StorageConfig, open_shard, prefetch_shard
 from .storage.pipe import PipeReader
-from .tario import DEFAULT_BUFSIZE
+from .tario import DEFAULT_BUFSIZE, iter_members
 
 
 def _url_and_storage(item: Any, default: StorageConfig | None) -> tuple[str, StorageConfig]:
@@ -165,22 +165,46 @@ class _ShardExpander(Stage):
 
 
 class tarfile_to_samples(_ShardExpander):
-    """Shard items (URLs or ``{"url": ...}``) → samples ``{"__key__", "__url__", fields...}``."""
+    """Shard items (URLs or ``{"url": ...}``) → samples ``{"__key__", "__url__", fields...}``.
+
+    ``select_files(name) -> bool`` and ``rename_files(name) -> name`` see each member's name
+    before grouping, as in webdataset: renaming first, then selection on the new name.
+    """
 
     def __init__(
         self,
         handler: Handler = reraise_exception,
+        select_files: Callable[[str], bool] | None = None,
+        rename_files: Callable[[str], str] | None = None,
         storage: StorageConfig | None = None,
         prefetch: int | None = None,
         bufsize: int = DEFAULT_BUFSIZE,
     ):
         super().__init__(handler, storage, prefetch)
+        self.select_files = select_files
+        self.rename_files = rename_files
         self.bufsize = bufsize
 
     drain = True
 
     def expand(self, opened):
-        return tar_samples(opened.stream, opened.url, opened.local_path, self.bufsize)
+        if self.select_files is None and self.rename_files is None:
+            return tar_samples(opened.stream, opened.url, opened.local_path, self.bufsize)
+        members = iter_members(opened.stream, opened.url, bufsize=self.bufsize)
+        chosen = _rename_select(members, self.rename_files, self.select_files)
+        return group_members(chosen, opened.url, opened.local_path)
+
+
+def _rename_select(
+    members: Iterable[tuple[str, bytes]],
+    rename: Callable[[str], str] | None,
+    select: Callable[[str], bool] | None,
+) -> Iterator[tuple[str, bytes]]:
+    for name, data in members:
+        if rename is not None:
+            name = rename(name)
+        if select is None or select(name):
+            yield name, data
 
 
 class cbors_to_samples(_ShardExpander):

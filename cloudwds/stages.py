@@ -39,10 +39,28 @@ class Stage:
         return f"{type(self).__name__}({fields})"
 
 
+class PipelineStage:
+    """webdataset's base class for stages written as objects: subclasses define ``run(src)``.
+
+    Client code (open_clip's and timm's ``detshuffle2``) subclasses it and relies on
+    :class:`~cloudwds.pipeline.DataPipeline` calling ``run(src)`` — or ``run()`` when the object
+    is the pipeline's source. ``invoke`` is webdataset's older name for the same call.
+    """
+
+    def run(self, *args: Any, **kw: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define run(src)")
+
+    def invoke(self, *args: Any, **kw: Any) -> Any:
+        return self.run(*args, **kw)
+
+
 def apply_stage(stage: Callable[..., Any], src: Iterable[Any], world: World) -> Iterator[Any]:
-    """Apply a :class:`Stage` with the world, or any plain ``iterator -> iterator`` callable."""
+    """Apply a :class:`Stage` with the world, a :class:`PipelineStage` through ``run(src)``,
+    or any plain ``iterator -> iterator`` callable."""
     if isinstance(stage, Stage):
         return stage.apply(src, world)
+    if isinstance(stage, PipelineStage):
+        return stage.run(src)
     return stage(src)
 
 

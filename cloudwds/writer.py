@@ -254,3 +254,64 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+# -- webdataset's ``writer`` module names: encoders by their webdataset function names -----------
+
+
+def torch_dumps(data: Any) -> bytes:
+    """``torch.save`` to bytes (webdataset's name for the ``.pth`` encoder)."""
+    from .codecs.encoding import encode_torch
+
+    return encode_torch(data)
+
+
+def numpy_dumps(data: Any) -> bytes:
+    """One array in ``.npy`` format."""
+    from .codecs.encoding import encode_npy
+
+    return encode_npy(data)
+
+
+def numpy_npz_dumps(data: Mapping[str, Any]) -> bytes:
+    """A mapping name → array as ``.npz``."""
+    from .codecs.encoding import encode_npz
+
+    return encode_npz(data)
+
+
+def tenbin_dumps(x: Any) -> bytes:
+    """An array or a list of arrays in the ``.ten`` format (:mod:`cloudwds.tenbin`)."""
+    from .tenbin import tenbin_dumps as dumps
+
+    return dumps(x)
+
+
+def cbor_dumps(x: Any) -> bytes:
+    """CBOR bytes."""
+    from .codecs.encoding import encode_cbor
+
+    return encode_cbor(x)
+
+
+def mp_dumps(x: Any) -> bytes:
+    """MessagePack bytes."""
+    from .codecs.encoding import encode_msgpack
+
+    return encode_msgpack(x)
+
+
+def imageencoder(image: Any, format: str = "PNG") -> bytes:  # noqa: A002 - webdataset's name
+    """An image (PIL, array or tensor) encoded as ``format`` (``"PNG"``, ``"jpg"``...)."""
+    from .codecs.images import encode_image
+
+    return encode_image(image, format.lower())
+
+
+def bytestr(data: Any) -> bytes:
+    """``bytes`` as is, ``str`` as UTF-8."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("ascii")
+    return str(data).encode("ascii")

@@ -6,6 +6,7 @@
 - :mod:`.encoding`: the writer's ``make_encoder`` and its registry.
 """
 
+from ..tenbin import tenbin_dumps, tenbin_loads
 from .basic import basichandlers, decoders, extension_of, register_decoder
 from .decoding import (
     AUDIO_EXTENSIONS,
@@ -27,6 +28,9 @@ from .images import (
     encode_image,
     imagehandler,
 )
+
+register_decoder("ten", tenbin_loads)  # webdataset's tensor format (cloudwds.tenbin)
+register_encoder("ten", tenbin_dumps)
 
 __all__ = [
     "AUDIO_EXTENSIONS",

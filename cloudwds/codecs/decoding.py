@@ -156,10 +156,47 @@ def _split_only(only: str | Iterable[str] | None) -> frozenset[str] | None:
     return frozenset(i.lower().lstrip(".") for i in items)
 
 
+class Continue:
+    """A handler's answer "decode this instead": ``Continue(new_key, new_data)``.
+
+    The remaining handlers see the new key and data (webdataset's protocol, used by
+    decompressing pre-handlers such as :func:`gzfilter`).
+    """
+
+    def __init__(self, key: str, data: bytes) -> None:
+        self.key, self.data = key, data
+
+
+def gzfilter(key: str, data: bytes) -> Continue | None:
+    """Pre-handler: gunzip ``*.gz`` members and continue with the inner extension.
+
+    cloudwds's :class:`Decoder` gunzips ``.gz`` fields itself; this exists for handler lists
+    written for webdataset.
+    """
+    if not key.endswith(".gz"):
+        return None
+    return Continue(key[:-3], gunzip_member(data))
+
+
+def _webdataset_positional(args: tuple[Any, ...]) -> dict[str, Any] | None:
+    """``Decoder([h], pre, post, only, partial)``: webdataset's positional form, if that is it."""
+    if len(args) < 2 or not isinstance(args[0], list | tuple):
+        return None
+    rest = args[1:]
+    if len(rest) > 4 or any(callable(x) for x in rest):
+        return None
+    names = ("pre", "post", "only", "partial")
+    return {"handlers": args[0], **dict(zip(names, rest, strict=False))}
+
+
 class Decoder:
     """Decode every field of a sample through ``pre + handlers + post``; first non-None wins.
 
-    ``Decoder([h1, h2])`` (webdataset's list form) and ``Decoder(h1, h2)`` are the same.
+    ``Decoder([h1, h2])`` (webdataset's list form, also with its positional
+    ``pre, post, only, partial``) and ``Decoder(h1, h2)`` are the same. A handler may return
+    :class:`Continue` to hand a new key and data to the handlers after it. Applied to a whole
+    dataset instead of a sample (``Decoder(h)(dataset)``, as the webdataset README writes it),
+    it returns the dataset with decoding appended.
 
     - ``pre`` defaults to nothing (gunzipping ``.gz`` is built in), ``post`` to
       ``[basichandlers]``, so ``Decoder([imagehandler("rgb")])`` still decodes json, cls...
@@ -186,6 +223,13 @@ class Decoder:
         trusted: bool | None = None,
     ) -> None:
         """Check every handler is callable up front so errors show at construction."""
+        positional = _webdataset_positional(handlers)
+        if positional is not None:
+            handlers = tuple(positional.pop("handlers"))
+            pre = positional.get("pre", pre)
+            post = positional.get("post", post)
+            only = positional.get("only", only)
+            partial = positional.get("partial", partial)
         self.handlers: tuple[HandlerFn, ...] = tuple(
             _flatten_handlers(pre or [], "pre")
             + _flatten_handlers(handlers, "handlers")
@@ -219,12 +263,26 @@ class Decoder:
                     return f(data)
                 continue
             result = h(dotted, data)
+            if isinstance(result, Continue):
+                dotted, data = result.key, result.data
+                key, ext = dotted.lstrip("."), None
+                continue
             if result is not None:
                 return result
         return data
 
-    def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
-        """Return a new dict with each field decoded; raise ``DecodingError`` naming the member."""
+    def __call__(self, sample: Any) -> Any:
+        """Return a new dict with each field decoded; raise ``DecodingError`` naming the member.
+
+        Given a dataset (a pipeline or any iterable of samples) instead of a sample, return it
+        with this decoder mapped over its samples.
+        """
+        if not isinstance(sample, Mapping):
+            return _apply_to_dataset(self, sample)
+        return self.decode(sample)
+
+    def decode(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """Decode one sample (webdataset's method name; ``__call__`` does the same)."""
         only, partial = self.only, self.partial
         result: dict[str, Any] = {}
         for k, v in sample.items():
@@ -262,6 +320,19 @@ class Decoder:
                     member=_member(sample, k),
                 ) from exn
         return result
+
+
+def _apply_to_dataset(decoder: Decoder, dataset: Any) -> Any:
+    compose = getattr(dataset, "compose", None)
+    if callable(compose):
+        from ..stages import map as map_stage
+
+        return compose(map_stage(decoder))
+    if isinstance(dataset, Iterable):
+        return (decoder(sample) for sample in dataset)
+    raise TypeError(
+        f"Decoder applies to a sample (dict) or a dataset, got {type(dataset).__name__}"
+    )
 
 
 def _metadata_str(v: bytes) -> str | bytes:
