@@ -128,11 +128,15 @@ _ALLOWED_NAMES: dict[str, tuple[str, ...]] = {
 _ALLOWED = frozenset((m, n) for m, names in _ALLOWED_NAMES.items() for n in names)
 
 
+class _Refused(pickle.UnpicklingError):
+    """Raised by the stand-ins below; :func:`load_pickle` turns it into UnsafeInputError."""
+
+
 def _safe_bytes_factory(kind: type) -> Callable[..., Any]:
     # bytes(n) / bytearray(n) with a huge n would allocate it: only rebuild from data.
     def make(*args: Any) -> Any:
         if args and not isinstance(args[0], (bytes, bytearray, str, list, tuple)):
-            raise pickle.UnpicklingError(f"{kind.__name__}() of {type(args[0]).__name__}")
+            raise _Refused(f"{kind.__name__}() of a {type(args[0]).__name__} (allocation)")
         return kind(*args)
 
     make.__name__ = kind.__name__
@@ -142,7 +146,7 @@ def _safe_bytes_factory(kind: type) -> Callable[..., Any]:
 def _codecs_encode(obj: str, encoding: str = "latin1") -> bytes:
     # Protocol-2 pickles spell bytes as _codecs.encode(text, "latin1"); no other codec.
     if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode is only allowed for latin1 text")
+        raise _Refused("_codecs.encode is only allowed for latin1 text")
     return obj.encode("latin1")
 
 
@@ -155,11 +159,25 @@ def _load_storage_bytes(data: bytes) -> Any:
     import torch
 
     if not isinstance(data, bytes):
-        raise pickle.UnpicklingError("torch storage payload is not bytes")
-    storage = torch.load(io.BytesIO(data), weights_only=True)
+        raise _Refused("torch.storage._load_from_bytes of something that is not bytes")
+    try:
+        storage = torch.load(io.BytesIO(data), weights_only=True)
+    except pickle.UnpicklingError as exn:
+        raise _Refused(
+            "the torch storage inside it needs a full torch.load: " + _first_line(exn)
+        ) from None
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
-        raise pickle.UnpicklingError(f"torch storage payload is a {type(storage).__name__}")
+        raise _Refused(f"torch.storage._load_from_bytes gave a {type(storage).__name__}")
     return storage
+
+
+def _first_line(exn: BaseException) -> str:
+    # torch's weights-only errors are paragraphs; the line naming the refused global matters.
+    lines = [line.strip() for line in str(exn).splitlines() if line.strip()]
+    for line in lines:
+        if "unsupported" in line.lower():  # "Trying to load unsupported GLOBAL posix.system"
+            return line
+    return lines[0] if lines else type(exn).__name__
 
 
 _SUBSTITUTES: dict[tuple[str, str], Callable[..., Any]] = {
@@ -272,7 +290,12 @@ def load_pickle(
                 member=member,
             )
         return pickle.loads(data)
-    return _AllowListUnpickler(bytes(data), url, member).load()
+    try:
+        return _AllowListUnpickler(bytes(data), url, member).load()
+    except _Refused as exn:
+        raise UnsafeInputError(
+            f"refused to unpickle: {exn}; {OPT_IN}", url=url, member=member
+        ) from None
 
 
 def load_torch(
@@ -303,10 +326,9 @@ def load_torch(
     except pickle.UnpicklingError as exn:
         if "weights only" not in str(exn).lower():
             raise
-        reason = next((line for line in str(exn).splitlines() if "Unsupported" in line), "")
         raise UnsafeInputError(
-            "refused to load: torch.load(weights_only=True) rejects this file "
-            f"({reason.strip() or 'it needs a full unpickle'}); {OPT_IN}",
+            "refused to load: torch.load(weights_only=True) rejects this file, which needs a "
+            f"full unpickle that could run code ({_first_line(exn)}); {OPT_IN}",
             url=url,
             member=member,
         ) from None
