@@ -12,8 +12,18 @@ import pytest
 from conftest import make_shards
 
 import cloudwds as wds
+from cloudwds.errors import UnsafeInputError
 from cloudwds.index import build_index
-from cloudwds.spec import MixedSource, SpecError, is_spec_url, load_spec, parse_spec
+from cloudwds.spec import (
+    MixedSource,
+    SpecError,
+    UnsafeSpecError,
+    is_spec_url,
+    load_spec,
+    parse_spec,
+)
+from cloudwds.storage import StorageConfig
+from cloudwds.urls import parse_rewrites
 from cloudwds.world import World
 
 # Mixing tolerance: with weights 3:1 the share of the first collection over N draws has a
@@ -303,6 +313,8 @@ def test_pipe_refused_unless_allowed(collections):
     err = info.value
     assert (err.file, err.entry, err.field) == (path, 0, "shards")
     assert "allow_pipe=True" in str(err)
+    assert isinstance(err, UnsafeSpecError) and isinstance(err, UnsafeInputError)
+    assert err.url == f"pipe:cat {shard}" and f"spec {path} dataset[0]" in str(err)
     with pytest.raises(SpecError):
         MixedSource(path)
     samples = mix(MixedSource(path, allow_pipe=True))
@@ -360,3 +372,54 @@ def test_invalid_json_spec(tmp_path):
     with pytest.raises(SpecError, match="invalid JSON") as info:
         load_spec(path)
     assert info.value.file == path
+
+
+def test_shell_syntax_for_a_pipe_rewrite_is_refused_at_load(collections, tmp_path):
+    marker = tmp_path / "marker"
+    shard = collections / "a" / "a-000000.tar"
+    path = write_spec(
+        collections, f"dataset:\n  - shards: 'a/a-000000.tar;touch {marker};#'\n", "evil.yaml"
+    )
+    rewrite = f"^{collections}/=pipe:cat {collections}/"
+    # without a rewrite to pipe: the odd name is just a (missing) file name: nothing to refuse
+    assert load_spec(path).urls() == [f"{shard};touch {marker};#"]
+    storage = StorageConfig.resolve(rewrites=rewrite)
+    for allow_pipe in (False, True):  # allow_pipe trusts pipe: shards, never pasted shell syntax
+        with pytest.raises(UnsafeSpecError) as info:
+            load_spec(path, allow_pipe=allow_pipe, storage=storage)
+        err = info.value
+        assert (err.file, err.entry, err.field, err.url) == (
+            path,
+            0,
+            "shards",
+            f"{shard};touch {marker};#",
+        )
+        assert "shell syntax" in str(err)
+    with pytest.raises(UnsafeSpecError):
+        MixedSource(path, storage=storage)
+    # a clean shard name through the same rewrite is fine, and reads through the pipe
+    good = write_spec(collections, "dataset:\n  - shards: a/a-000000.tar\n", "good.yaml")
+    assert len(mix(MixedSource(good, storage=storage))) == 1000
+    assert not marker.exists()
+
+
+def test_parse_spec_checks_urls_against_the_given_rewrites():
+    doc = {"dataset": [{"shards": "http://h/x-{0..1}.tar;id"}]}
+    assert len(parse_spec(doc).urls()) == 2
+    rules = parse_rewrites("http://h/=pipe:curl -s http://h/")
+    with pytest.raises(UnsafeSpecError, match="shell syntax") as info:
+        parse_spec(doc, "s.json", rewrites=rules)
+    assert info.value.url == "http://h/x-0.tar;id"
+
+
+def test_unsafe_spec_error_pickles():
+    err = UnsafeSpecError("s.yaml", 2, "shards", "refused", "train", "pipe:id")
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.file, copy.entry, copy.field, copy.name, copy.url) == (
+        "s.yaml",
+        2,
+        "shards",
+        "train",
+        "pipe:id",
+    )
+    assert str(copy) == str(err) == "s.yaml: dataset[2] ('train'): field 'shards': refused"
