@@ -35,7 +35,7 @@ from cloudwds.codecs import (
 )
 from cloudwds.codecs import basic as basic_module
 from cloudwds.codecs import encoding as encoding_module
-from cloudwds.errors import DecodingError
+from cloudwds.errors import DecodingError, UnsafeInputError
 
 RNG = np.random.default_rng(1234)
 
@@ -558,3 +558,70 @@ def test_webdataset_reads_what_we_write() -> None:
     assert np.array_equal(decoded["npy"], sample["npy"])
     assert np.array_equal(decoded["png"], sample["png"])
     assert json.loads(encoded["json"]) == {"a": 1}
+
+
+# ---------------------------------------------------------------- trust (cloudwds.security)
+
+
+class _Custom:
+    """A user's own class: pickles of it decode only when the data is trusted."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Custom) and other.v == self.v
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_extensions_refuse_custom_classes_unless_trusted(monkeypatch) -> None:
+    monkeypatch.delenv("WDS_TRUSTED", raising=False)
+    data = pickle.dumps(_Custom(3))
+    for ext in ("pyd", "pickle", "pkl", "x.pkl"):
+        with pytest.raises(UnsafeInputError) as info:
+            Decoder()({"__key__": "k", "__url__": "s3://b/s.tar", ext: data})
+        assert (info.value.url, info.value.member) == ("s3://b/s.tar", f"k.{ext}")
+        assert not isinstance(info.value, DecodingError)  # the refusal keeps its own type
+        assert Decoder(trusted=True)({"__key__": "k", ext: data})[ext] == _Custom(3)
+    monkeypatch.setenv("WDS_TRUSTED", "1")
+    assert Decoder()({"pyd": data})["pyd"] == _Custom(3)
+    assert Decoder(trusted=False)({"pyd": pickle.dumps([1])})["pyd"] == [1]
+    with pytest.raises(UnsafeInputError):
+        Decoder(trusted=False)({"pyd": data})
+
+
+def test_gzipped_hostile_pickle_is_refused_naming_the_member(capsys) -> None:
+    data = gzip.compress(pickle.dumps(_RunsCode()))
+    with pytest.raises(UnsafeInputError, match="builtins.print") as info:
+        Decoder()({"__key__": "k", "__url__": "u.tar", "x.pyd.gz": data})
+    assert info.value.member == "k.x.pyd.gz"
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_pth_loads_weights_only_by_default() -> None:
+    buf = io.BytesIO()
+    torch.save({"c": _Custom(1), "t": torch.ones(1)}, buf)
+    with pytest.raises(UnsafeInputError, match="weights_only=True") as info:
+        Decoder()({"__key__": "k", "__url__": "u.tar", "pth": buf.getvalue()})
+    assert info.value.member == "k.pth"
+    assert make_decoder(trusted=True)({"pth": buf.getvalue()})["pth"]["c"] == _Custom(1)
+
+
+def test_user_decoder_for_pickles_is_called_without_trusted() -> None:
+    seen = []
+
+    def mine(data: bytes) -> str:
+        seen.append(data)
+        return "mine"
+
+    original = basic_module.decoders["pyd"]
+    register_decoder("pyd", mine, clobber=True)
+    try:
+        assert Decoder(trusted=True)({"pyd": b"x"})["pyd"] == "mine"
+    finally:
+        register_decoder("pyd", original, clobber=True)
+    assert seen == [b"x"]
