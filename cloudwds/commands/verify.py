@@ -4,6 +4,10 @@ Checked per shard: it opens; every tar header's checksum; the archive is complet
 cut short, end-of-archive marker present); no field repeated within a sample; no key that comes
 back after other keys (readers would yield two samples with one key). With a manifest: the shard
 is listed, and its stored size, sha256, sample and member counts match the entry.
+
+A manifest given by URL is data like any other: a ``pipe:`` entry, or an entry with shell syntax
+that a ``WDS_REWRITE`` to ``pipe:`` would paste into a command, is refused when the manifest is
+loaded (:func:`cloudwds.security.check_data_url`), before any shard is opened.
 """
 
 from __future__ import annotations
