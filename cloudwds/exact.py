@@ -199,10 +199,13 @@ class ExactEpochSource(Stage):
                 runs[-1][1].append((start, stop))
             else:
                 runs.append((shard, [(start, stop)]))
-        for k, (shard, ranges) in enumerate(runs):
-            if k + 1 < len(runs) and self.storage.cache is not None:
-                prefetch_shard(self.urls[runs[k + 1][0]], self.storage)
-            yield from self._read_ranges(shard, ranges)
+        from .cache.prefetch import PrefetchGroup
+
+        with PrefetchGroup() as group:  # this iteration's prefetches end with it
+            for k, (shard, ranges) in enumerate(runs):
+                if k + 1 < len(runs) and self.storage.cache is not None:
+                    prefetch_shard(self.urls[runs[k + 1][0]], self.storage, group)
+                yield from self._read_ranges(shard, ranges)
 
     def _read_ranges(
         self, shard: int, ranges: Sequence[tuple[int, int]]

@@ -27,7 +27,7 @@ from .tario import DEFAULT_BUFSIZE, iter_members
 def _url_and_storage(item: Any, default: StorageConfig | None) -> tuple[str, StorageConfig]:
     if isinstance(item, dict):
         url = item["url"]
-        storage = item.get("storage") or default
+        storage = getattr(item, "storage", None) or item.get("storage") or default
     else:
         url, storage = item, default
     return url, storage or StorageConfig.resolve()
@@ -98,6 +98,14 @@ class _ShardExpander(Stage):
         return self._expand_all(src, resume or (0, 0))
 
     def _expand_all(self, src: Iterable[Any], resume: tuple[int, int]) -> Iterator[Any]:
+        from .cache.prefetch import PrefetchGroup
+
+        with PrefetchGroup() as group:  # this iteration's prefetches end with it
+            yield from self._expand_shards(src, resume, group)
+
+    def _expand_shards(
+        self, src: Iterable[Any], resume: tuple[int, int], group: Any
+    ) -> Iterator[Any]:
         items = iter(src)
         skip_shards, skip_samples = resume
         for _ in range(skip_shards):
@@ -123,7 +131,7 @@ class _ShardExpander(Stage):
                         break
                     ahead.append(nxt)
                 for upcoming in ahead:
-                    prefetch_shard(*_url_and_storage(upcoming, self.storage))
+                    prefetch_shard(*_url_and_storage(upcoming, self.storage), group)
             try:
                 opened = open_shard(url, storage)
             except Exception as exn:

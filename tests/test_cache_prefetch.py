@@ -132,3 +132,86 @@ def test_prefetcher_is_bounded_and_runs_each_key_once() -> None:
     gate.set()
     pool_shutdown.join(5)
     assert sorted(ran) == ["a", "b", "c", "d"]
+
+
+# ---------------------------------------------------------------- prefetch groups (one per run)
+class HalfGatedFile:
+    """Serves the first ``first`` bytes at once, then waits for ``gate``: a stalled transfer."""
+
+    def __init__(self, path: Path, gate: threading.Event, first: int = 100_000):
+        self.f = open(path, "rb")  # noqa: SIM115
+        self.gate, self.first = gate, first
+
+    def read(self, n: int = -1) -> bytes:
+        if self.f.tell() >= self.first:
+            assert self.gate.wait(10)
+        return self.f.read(min(n, max(1, self.first - self.f.tell())) if n > 0 else n)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def files_under(root: Path) -> dict[str, int]:
+    """Every file of the shard tree (temp files included) with its size."""
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file() and ".cloudwds" not in p.parts
+    }
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.01)
+
+
+def test_closing_a_group_cancels_its_prefetches_and_nothing_touches_the_cache_later(
+    tmp_path: Path, remote: Path
+) -> None:
+    from cloudwds.cache import PrefetchGroup
+
+    gate = threading.Event()
+    cache = ShardCache(tmp_path / "cache", prefetch_workers=1)
+    running = Counter(lambda: HalfGatedFile(remote, gate))
+    queued = Counter(lambda: open(remote, "rb"))
+    group = PrefetchGroup()
+    cache.prefetch("s3://b/running.tar", running, group)
+    cache.prefetch("s3://b/queued.tar", queued, group)  # waits for the only worker
+    wait_until(lambda: sum(files_under(tmp_path / "cache").values()) == 100_000)  # in flight
+    group.close()  # the run ends
+    assert files_under(tmp_path / "cache") == {}  # its temp file went at once
+    gate.set()  # the stalled transfer goes on: its thread must not write, publish or evict
+    wait_until(lambda: cache.stats()["cancelled"] == 1)  # counted as its thread finishes
+    cache.wait()
+    assert files_under(tmp_path / "cache") == {}
+    assert (running.calls, queued.calls) == (1, 0)  # the queued one never ran
+    assert cache.stats()["downloads"] == 0
+    cache.prefetch("s3://b/late.tar", queued, group)  # a closed group starts nothing
+    cache.wait()
+    assert queued.calls == 0
+
+
+def test_a_prefetch_being_read_outlives_its_group_until_the_reader_is_done(
+    tmp_path: Path, remote: Path
+) -> None:
+    from cloudwds.cache import PrefetchGroup
+
+    gate = threading.Event()
+    cache = ShardCache(tmp_path / "cache")
+    fetch = Counter(lambda: HalfGatedFile(remote, gate))
+    with PrefetchGroup() as group:
+        cache.prefetch(URL, fetch, group)
+        wait_until(lambda: cache.stats()["bytes_downloaded"] == 0 and fetch.calls == 1)
+        reader = cache.open(URL, never_fetch)  # reads along with the prefetch
+    # the group is closed, but the shard is being read: the download goes on for the reader
+    gate.set()
+    assert reader.read() == remote.read_bytes()
+    reader.close()
+    cache.wait()
+    assert cache.contains(URL) and fetch.calls == 1 and cache.stats()["downloads"] == 1
+
+
+def never_fetch():
+    raise AssertionError("fetch() must not be called: the prefetch is in flight")

@@ -118,11 +118,15 @@ def open_shard(url: str, config: StorageConfig | None = None) -> OpenedShard:
         raise StorageError(f"cannot open shard: {type(exn).__name__}: {exn}", where) from exn
 
 
-def prefetch_shard(url: str, config: StorageConfig) -> None:
-    """Start a background download of ``url`` into the cache (no-op without a cache)."""
+def prefetch_shard(url: str, config: StorageConfig, group: Any = None) -> None:
+    """Start a background download of ``url`` into the cache (no-op without a cache).
+
+    ``group`` (a :class:`cloudwds.cache.PrefetchGroup`, one per iteration) ends the prefetch
+    when the iteration ends: nothing of a finished iteration keeps touching the cache.
+    """
     if config.cache is None or not is_remote(url, config):
         return
-    config.cache.prefetch(url, remote_fetcher(url, config))
+    config.cache.prefetch(url, remote_fetcher(url, config), group=group)
 
 
 class Sink(Protocol):
