@@ -469,6 +469,23 @@ def test_rewrite_to_pipe_runs_nothing_when_opening(tmp_path, monkeypatch, marker
     assert Path(shard).exists()
 
 
+def test_refused_rewrite_is_a_per_shard_error_also_with_cache_prefetch(
+    tmp_path, monkeypatch, marker
+):
+    write_raw_shard(tmp_path / "a.tar", {"a.txt": b"x"})
+    monkeypatch.setenv("WDS_REWRITE", f"^/base/=pipe:cat {tmp_path}/")
+    urls = ["/base/a.tar", f"/base/b.tar;touch {marker}", "/base/a.tar"]  # bad one prefetched
+    ds = wds.WebDataset(
+        urls,
+        shardshuffle=False,
+        cache_dir=str(tmp_path / "cache"),
+        prefetch=1,
+        handler=wds.warn_and_continue,
+    )
+    with pytest.warns(RuntimeWarning, match="shell syntax"):
+        assert [s["__key__"] for s in ds] == ["a", "a"]
+
+
 def test_check_data_url_applies_the_rewrites():
     rules = (Rewrite("^http://h/", "pipe:curl -s http://h/"),)
     security.check_data_url("http://h/a.tar", origin="manifest m.json shards[0]", rewrites=rules)

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import StorageError
+from ..errors import StorageError, UnsafeInputError
 from ..stats import COUNTERS
 from ..urls import apply_rewrites, url_scheme
 from .ais import ais_object_url
@@ -89,7 +89,10 @@ def remote_fetcher(url: str, config: StorageConfig):
 
 
 def is_remote(url: str, config: StorageConfig) -> bool:
-    target = apply_rewrites(url, config.rewrites)
+    try:
+        target = apply_rewrites(url, config.rewrites)
+    except UnsafeInputError:  # a refused rewrite to pipe: (opening it raises, naming the URL)
+        return False
     return target != "-" and not target.startswith("pipe:") and local_path_of(target) is None
 
 
