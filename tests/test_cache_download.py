@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -279,3 +282,115 @@ def test_threads_opening_together_share_one_download(tmp_path: Path) -> None:
         t.join(10)
     assert results == [data] * 4
     assert fetch.calls == 1
+
+
+# ---------------------------------------------------------------- a full disk degrades
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A real 1 MiB tmpfs (this suite runs as root in CI; mounting needs CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:  # covered anyway by the RLIMIT_FSIZE test below
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def disk_full_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "cloudwds.cache" and r.levelno == logging.WARNING
+    ]
+
+
+def test_full_disk_streams_on_uncached_from_the_same_stream(small_fs: Path, caplog) -> None:
+    data = payload(3 << 20)  # three times the file system
+    cache = ShardCache(small_fs / "cache")
+    fetch = Counter(lambda: SizedStream(data, len(data)))
+    caplog.set_level(logging.WARNING, logger="cloudwds.cache")
+    with cache.open(URL, fetch) as f:
+        assert f.read() == data
+    cache.wait()
+    [warning] = disk_full_warnings(caplog)
+    assert warning.startswith(f"no space left to cache {URL} (No space left on device)")
+    assert fetch.calls == 1  # the reader took over the download's own stream
+    assert leftovers(small_fs / "cache") == []  # the partial temp file is gone
+    assert not cache.contains(URL)
+    assert cache.stats()["uncached"] == 1 and cache.stats()["failed_downloads"] == 0
+    small = payload(1000, 3)  # space is back (the temp file went): a small shard caches fine
+    with cache.open("s3://bucket/small.tar", lambda: SizedStream(small, 1000)) as f:
+        assert f.read() == small
+    assert cache.contains("s3://bucket/small.tar")
+
+
+def test_full_disk_with_two_readers_each_gets_every_byte(small_fs: Path, caplog) -> None:
+    data = payload(2 << 20, 5)
+    gate = threading.Event()
+    cache = ShardCache(small_fs / "cache")
+    fetch = Counter(lambda: GatedStream(data, first=300_000, gate=gate))
+    a = cache.open(URL, fetch)
+    b = cache.open(URL, fetch)  # reads along with a's download
+    assert read_in_thread(a, 1000) == data[:1000]
+    gate.set()
+    assert a.read() == data[1000:]  # a reaches the end of the file first: takes the stream over
+    assert b.read() == data  # b fetches its own copy and skips to where the file ended
+    a.close()
+    b.close()
+    assert fetch.calls == 2
+    assert leftovers(small_fs / "cache") == []
+
+
+def test_disk_already_full_serves_uncached(small_fs: Path, caplog) -> None:
+    filler = small_fs / "filler"
+    with open(filler, "wb") as f, pytest.raises(OSError):  # fill the file system to the brim
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    data = payload(200_000, 4)
+    caplog.set_level(logging.WARNING, logger="cloudwds.cache")
+    cache = ShardCache(small_fs / "cache")
+    with cache.open(URL, lambda: SizedStream(data, len(data))) as f:
+        assert f.read() == data
+    assert len(disk_full_warnings(caplog)) == 1 and URL in disk_full_warnings(caplog)[0]
+    assert filler.exists()  # the user's file is never a candidate for making room
+
+
+FSIZE_CHILD = """
+import json, logging, resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # writes past 1 MiB: EFBIG
+from cloudwds.cache import ShardCache
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+remote, cache_dir, url = sys.argv[1:]
+cache = ShardCache(cache_dir)
+with cache.open(url, lambda: open(remote, "rb")) as f:
+    data = f.read()
+cache.close()
+print(json.dumps({"size": len(data), "same": data == open(remote, "rb").read(),
+                  "stats": cache.stats()}))
+"""
+
+
+def test_file_size_limit_is_treated_like_a_full_disk(tmp_path: Path) -> None:
+    """EFBIG from RLIMIT_FSIZE, in a child process: works without root or mount."""
+    remote = tmp_path / "remote.tar"
+    remote.write_bytes(payload(3 << 20, 6))
+    cache_dir = tmp_path / "cache"
+    child = subprocess.run(
+        [sys.executable, "-c", FSIZE_CHILD, str(remote), str(cache_dir), URL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    assert result["size"] == 3 << 20 and result["same"]
+    assert result["stats"]["uncached"] == 1 and result["stats"]["failed_downloads"] == 0
+    assert child.stderr.count("no space left to cache") == 1
+    assert f"no space left to cache {URL} (File too large)" in child.stderr
+    assert leftovers(cache_dir) == []

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .download import Download, Outcome, passthrough
+from .download import DISK_FULL, Download, Outcome, passthrough
 from .index import CacheEntry, CacheIndex, file_identity
 from .layout import CacheLayout, url_to_key
 from .locks import ShardLock, open_pinned
@@ -165,7 +165,14 @@ class ShardCache:
         eviction until it is closed. Errors of ``fetch()`` and of the remote stream propagate to
         the caller (a failed download leaves nothing behind).
         """
-        janitor = self._ready()
+        try:
+            janitor = self._ready()
+        except Exception as exn:
+            if not _is_disk_full(exn):
+                raise
+            log.warning("no space left for the cache index (%s): reading %s uncached", exn, url)
+            self._stats.add(uncached=1)
+            return passthrough(fetch(), url)
         key = url_to_key(url)
         path = self.layout.path(key)
         while True:
@@ -477,9 +484,12 @@ class ShardCache:
         janitor.evict()
 
     def _on_finished(self, download: Download, prefetch: bool) -> None:
-        with self._mu:
+        self._record_outcome(download, prefetch)
+        with self._mu:  # after the stats: wait() returning means they are settled
             if self._downloads.get(download.key) is download:
                 del self._downloads[download.key]
+
+    def _record_outcome(self, download: Download, prefetch: bool) -> None:
         self._stats.add(bytes_downloaded=download.written)
         if download.outcome is Outcome.PUBLISHED:
             self._stats.add(downloads=1, prefetches=int(prefetch))
@@ -502,3 +512,10 @@ class ShardCache:
 
     def _log(self, msg: str, *args: object) -> None:
         log.log(logging.INFO if self.verbose else logging.DEBUG, msg, *args)
+
+
+def _is_disk_full(exn: BaseException) -> bool:
+    """ENOSPC and friends, also as SQLite reports them through the diskcache index."""
+    if isinstance(exn, OSError):
+        return exn.errno in DISK_FULL
+    return type(exn).__name__ == "OperationalError" and "full" in str(exn).lower()
