@@ -223,6 +223,20 @@ def test_timm_eval_same_batches_as_webdataset_0_2_86(
     assert_same_batches(got, want)
 
 
+def test_timm_eval_spawned_workers_same_batches_as_webdataset_0_2_86(
+    clients: ClientEnv, timm_eval: TimmDataset, reference_runs: Callable, tmp_path: Path
+) -> None:
+    """Spawned workers import timm, and with it ``import webdataset``, afresh: still cloudwds.
+
+    Eval output does not depend on the start method, so the reference is the forked 0.2.86 run.
+    """
+    config = {**BASE, "root": timm_eval.root, "split": timm_eval.split, "name": "tiny"}
+    config.update(is_train=False, batch_size=5)
+    want = reference_runs("run_timm.py", config)
+    got = run_cloudwds(clients, "run_timm.py", {**config, "start_method": "spawn"}, tmp_path)
+    assert_same_batches(got, want)
+
+
 def test_timm_train_same_batches_as_webdataset_0_2_86(
     clients: ClientEnv, timm_train: TimmDataset, reference_runs: Callable, tmp_path: Path
 ) -> None:
@@ -231,7 +245,7 @@ def test_timm_train_same_batches_as_webdataset_0_2_86(
     want = reference_runs("run_timm.py", config)
     # 28 samples, 2 workers: ceil(14 / 4) * 4 = 16 per worker (with_epoch rolls over), drop_last.
     assert [len(t) for t in want.field("target")] == [4] * 8
-    assert want.report["len"] == 32
+    assert want.report["len"] == 8  # len(loader): batches per epoch, from ReaderWds.__len__
     assert set(np.concatenate(want.field("target")).tolist()) <= set(timm_train.labels)
 
     got = run_cloudwds(clients, "run_timm.py", config, tmp_path)

@@ -4,7 +4,7 @@ Run as a script by integration/test_clients.py, in the client venv (see env.py),
 webdataset 0.2.86 first on ``PYTHONPATH`` (the reference) or under ``python -m cloudwds.run``
 (the opt-in). timm's code is imported unchanged from the installed wheel. Usage:
 ``run_timm.py CONFIG.json``; the config names the dataset root (with its ``_info.json``), split,
-training or not, and where to write the batches (``.npz``) and a JSON report.
+training or not, the DataLoader start method, and where to write the batches (``.npz``) and a JSON report.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ def main(config_path: str) -> None:
     from timm.data import create_dataset, create_loader
     from timm.data.readers.reader_wds import ReaderWds
 
+    if cfg.get("start_method"):  # "spawn": workers re-import this script and timm from scratch
+        torch.multiprocessing.set_start_method(cfg["start_method"], force=True)
     torch.manual_seed(cfg["seed"])  # fixes the worker seeds that ReaderWds shuffles with
     dataset = create_dataset(
         f"wds/{cfg['name']}",
