@@ -56,7 +56,13 @@ pytorch_weights_only = os.environ.get("WDS_PYTORCH_WEIGHTS_ONLY", "0") == "1"
 
 IMAGE_EXTENSIONS = DEFAULT_IMAGE_EXTENSIONS.split()
 imagespecs = dict(IMAGE_SPECS)
-decoders = _DECODERS  # the live registry: extension -> f(bytes)
+# webdataset's table: cloudwds's registry, with the loaders that can run code replaced by
+# webdataset's policy functions (refused outright under WDS_SECURE / enforce_security).
+decoders: dict[str, Any] = {
+    **_DECODERS,
+    **dict.fromkeys(("pyd", "pickle", "pkl"), unpickle_loads),
+    "pth": torch_loads,
+}
 default_pre_handlers = [gzfilter]
 default_post_handlers = [basichandlers]
 default_decoder = Decoder([])

@@ -256,12 +256,14 @@ class detshuffle(Stage, PipelineStage):
         self.bufsize = bufsize
         self.initial = initial
         self.seed = seed
-        self.epoch = epoch
+        self.epoch = epoch  # webdataset's attribute: the epoch the last iteration used
+        self._start = epoch
 
     def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:
         import random
 
-        rng = random.Random(self.seed + self.epoch + 1 + world.epoch)
+        self.epoch = self._start + 1 + world.epoch
+        rng = random.Random(self.seed + self.epoch)
         return _shuffled(iter(src), self.bufsize, min(self.initial, self.bufsize), rng)
 
     def run(self, src: Iterable[Any]) -> Iterator[Any]:  # type: ignore[override]
@@ -293,16 +295,55 @@ class Cached(PipelineStage):
 
 
 class LMDBCached(PipelineStage):
-    """Refused: webdataset's LMDB sample cache pickles every sample into a database file.
+    """Cache the samples of the first complete pass in an LMDB database ``fname``, replay after.
 
-    Use ``Cached()`` (in memory) or cloudwds's shard cache (``cache_dir=``), which keeps the
-    shards themselves and needs no pickling.
+    Samples are pickled on write; on read they go through cloudwds's allow-listing unpickler
+    (:func:`cloudwds.security.load_pickle`), since the database is a file on disk that anything
+    could have written: samples of plain data (bytes, str, numbers, arrays) round-trip, other
+    objects need ``WDS_TRUSTED=1``. A pass stopped early leaves the cache incomplete, and the
+    next pass rebuilds it. Needs the ``lmdb`` package.
     """
+
+    _COMPLETE = b"__complete__"
 
     def __init__(
         self, fname: str, map_size: float = 1e12, pickler: Any = pickle, chunksize: int = 500
     ) -> None:
-        raise NotImplementedError(
-            "LMDBCached is not supported by cloudwds: use Cached() to keep samples in memory, "
-            "or WebDataset(..., cache_dir=...) to cache the shards on local disk"
-        )
+        import lmdb
+
+        self.fname = fname
+        self.db = lmdb.open(fname, readonly=False, map_size=int(map_size))
+        self.pickler = pickler
+        self.chunksize = chunksize
+
+    def is_complete(self) -> bool:
+        with self.db.begin(write=False) as txn:
+            return txn.get(self._COMPLETE) is not None
+
+    def add_samples(self, samples: list[tuple[int, Any]]) -> None:
+        with self.db.begin(write=True) as txn:
+            for index, sample in samples:
+                txn.put(b"%012d" % index, self.pickler.dumps(sample))
+
+    def run(self, source: Iterable[Any]) -> Iterator[Any]:  # type: ignore[override]
+        from .security import load_pickle
+
+        if self.is_complete():
+            with self.db.begin(write=False) as txn:
+                for key, value in txn.cursor():
+                    if key != self._COMPLETE:
+                        yield load_pickle(bytes(value), url=self.fname, member=key.decode())
+            return
+        buffer: list[tuple[int, Any]] = []
+        for i, sample in enumerate(source):
+            buffer.append((i, sample))
+            if len(buffer) >= self.chunksize:
+                self.add_samples(buffer)
+                buffer = []
+            yield sample
+        self.add_samples(buffer)
+        with self.db.begin(write=True) as txn:
+            txn.put(self._COMPLETE, b"1")
+
+    def close(self) -> None:
+        self.db.close()

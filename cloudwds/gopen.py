@@ -16,6 +16,8 @@ import sys
 from types import TracebackType
 from typing import Any
 
+from .errors import UnsafeInputError
+from .security import is_secure
 from .storage import StorageConfig, open_output, open_shard
 from .urls import apply_rewrites, rewrites_from_env, url_scheme
 
@@ -110,8 +112,27 @@ _BUILTIN = gopen_storage
 
 
 def rewrite_url(url: str) -> str:
-    """``url`` after the process's rewrite rules (``set_rewrites``, ``WDS_REWRITE``, ``GOPEN_REWRITE``)."""
-    return apply_rewrites(url, rewrites_from_env())
+    """``url`` after the process's rewrite rules (``set_rewrites``, ``WDS_REWRITE``, ``GOPEN_REWRITE``).
+
+    Refused in secure mode when rules come from the environment, as in webdataset.
+    """
+    rules = rewrites_from_env()
+    if rules and is_secure() and (os.environ.get("GOPEN_REWRITE") or os.environ.get("WDS_REWRITE")):
+        raise ValueError(
+            "rewrite_url: unsafe_gopen is False, cannot rewrite URLs using environment variables"
+        )
+    return apply_rewrites(url, rules)
+
+
+def _check_secure(url: str) -> None:
+    """webdataset's ``enforce_security`` rules for ``gopen``: no local files, no ``pipe:``."""
+    if not is_secure() or url == "-":
+        return
+    scheme = url_scheme(url)
+    if scheme == "pipe":
+        raise UnsafeInputError("gopen_pipe: unsafe_gopen is False, cannot open pipe URLs", url=url)
+    if scheme in ("", "file"):
+        raise UnsafeInputError("gopen: unsafe_gopen is False, cannot open local files", url=url)
 
 
 def gopen(url: str | os.PathLike[str], mode: str = "rb", bufsize: int = 8192, **kw: Any) -> Any:
@@ -120,9 +141,12 @@ def gopen(url: str | os.PathLike[str], mode: str = "rb", bufsize: int = 8192, **
     Local paths, ``file:``, ``-`` (stdin/stdout), ``pipe:cmd``, and every URL the storage layer
     reads (S3, GCS, Azure, HTTP, AIStore...). A missing object raises
     :class:`~cloudwds.errors.ShardNotFoundError` (a ``FileNotFoundError``). ``bufsize`` is accepted
-    for webdataset's signature; the storage layer sizes its own buffers.
+    for webdataset's signature; the storage layer sizes its own buffers. In secure mode
+    (``WDS_SECURE=1``, ``wds.utils.enforce_security = True``) local files and ``pipe:`` are
+    refused with a ``ValueError``, as webdataset's ``gopen`` does.
     """
     url = os.fspath(url)
+    _check_secure(url)
     handler = gopen_schemes.get(url_scheme(url) or "file", gopen_schemes["__default__"])
     if handler is not _BUILTIN:
         return handler(url, mode, bufsize, **kw)

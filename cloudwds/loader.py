@@ -67,6 +67,7 @@ class WebLoader(FluidInterface):
         self.seed = default_seed(seed)
         self.length: int | None = None
         self.nsamples: int | None = None
+        self.repetitions: int | None = 1  # passes per iteration; None = forever
         self._states: dict[int, Any] = {}
         self._loaded: dict[int, Any] = {}
         self._worker_stats: dict[int, Any] = {}
@@ -196,20 +197,22 @@ class WebLoader(FluidInterface):
                 yield out
 
     def __iter__(self) -> Iterator[Any]:
-        if self.nsamples is None:
+        if self.nsamples is None and self.repetitions == 1:
             return self._one_pass()
         return self._take(self.nsamples)
 
-    def _take(self, n: int) -> Iterator[Any]:
+    def _take(self, n: int | None) -> Iterator[Any]:
         # Passes are restarted whole (DataLoader and stages), each with the next epoch.
         count = 0
-        while count < n:
+        passes = 0
+        while (n is None or count < n) and (self.repetitions is None or passes < self.repetitions):
+            passes += 1
             empty = True
             for item in self._one_pass():
                 empty = False
                 yield item
                 count += 1
-                if count >= n:
+                if n is not None and count >= n:
                     return
             if empty:
                 return
@@ -227,6 +230,18 @@ class WebLoader(FluidInterface):
         new.length = int(n)
         return new
 
+    def repeat(self, nepochs: int | None = None, nbatches: int | None = None) -> WebLoader:
+        """Each iteration runs ``nepochs`` passes over the DataLoader (``None``/``-1``: forever).
+
+        ``nbatches`` (``>= 0``) additionally cuts the iteration at that many items. Each pass is
+        a new dataset epoch, as with :meth:`with_epoch`.
+        """
+        new = copy.copy(self)
+        new.repetitions = None if nepochs is None or nepochs < 0 else int(nepochs)
+        if nbatches is not None and nbatches >= 0:
+            new.nsamples = int(nbatches)
+        return new
+
     def with_epoch(self, n: int) -> WebLoader:
         """Yield exactly ``n`` items per iteration (after all stages), restarting as needed.
 
@@ -235,4 +250,5 @@ class WebLoader(FluidInterface):
         """
         new = copy.copy(self)
         new.nsamples = None if n < 0 else int(n)
+        new.repetitions = None if n >= 0 else 1
         return new

@@ -444,6 +444,9 @@ class _ShuffleShards(Stage):
         world.rng("shardshuffle", per_rank=False, per_worker=False).shuffle(items)
         return iter(items)
 
+    def __repr__(self) -> str:
+        return "shardshuffle()"  # webdataset code finds this stage by "shuffle" in str(stage)
+
 
 class _WarnIfEmpty(Stage):
     """Log once when this rank/worker got no shards, instead of failing deep inside a worker."""

@@ -1,8 +1,9 @@
 """Shard lists: which shard URLs this rank and worker read, in which order, each epoch.
 
-Items flowing out of these sources are dicts ``{"url": url, "storage": StorageConfig}`` (the
-webdataset convention plus the storage settings resolved when the source was built), so the
-opening stage downstream reads every shard with the options the user gave the source.
+Items flowing out of these sources are dicts ``{"url": url}`` (the webdataset convention, equal
+to webdataset's items) that also carry, as the attribute ``storage``, the storage settings
+resolved when the source was built, so the opening stage downstream reads every shard with the
+options the user gave the source.
 
 Order guarantees: with a seed, shard shuffles are derived from ``(seed, epoch)`` only — the same
 on every rank, which is what makes ``split_by_node`` after a shuffle a partition. Resampling is
@@ -25,6 +26,21 @@ from .world import World, distributed_rank, worker_info
 log = logging.getLogger("cloudwds")
 
 
+class ShardItem(dict):
+    """``{"url": url}`` plus the source's :class:`StorageConfig` as the attribute ``storage``.
+
+    A plain dict to code that inspects items (``item["url"]``, ``item == {"url": u}``, as
+    webdataset's tests and clients do); the attribute survives pickling to workers.
+    """
+
+    def __init__(self, url: str, storage: StorageConfig | None):
+        super().__init__(url=url)
+        self.storage = storage
+
+    def __reduce__(self) -> Any:
+        return (ShardItem, (self["url"], self.storage))
+
+
 class ShardSource(Stage):
     """Base of the pipeline sources: holds the URL list and the storage settings."""
 
@@ -44,7 +60,7 @@ class ShardSource(Stage):
         self.storage = storage
 
     def _item(self, url: str) -> dict[str, Any]:
-        return {"url": url, "storage": self.storage}
+        return ShardItem(url, self.storage)
 
     def apply(self, src, world):  # sources ignore their input
         return self.iterate(world)

@@ -84,8 +84,9 @@ def url_opener(
         url = sample["url"]
         try:
             options = dict(kw)
-            if sample.get("storage") is not None:
-                options.setdefault("storage", sample["storage"])
+            storage = getattr(sample, "storage", None) or sample.get("storage")
+            if storage is not None:
+                options.setdefault("storage", storage)
             stream = gopen(url, **options)
         except Exception as exn:
             exn.args = exn.args + (url,)

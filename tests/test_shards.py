@@ -29,7 +29,7 @@ def test_simple_shard_list_expands_and_keeps_order():
 def test_items_carry_the_storage_config():
     source = wds.SimpleShardList(URLS[:2])
     items = list(source.iterate(World()))
-    assert all(item["storage"] is source.storage for item in items)
+    assert all(item.storage is source.storage and item == {"url": item["url"]} for item in items)
 
 
 def test_empty_url_list_is_an_error():

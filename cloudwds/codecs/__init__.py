@@ -29,8 +29,10 @@ from .images import (
     imagehandler,
 )
 
-register_decoder("ten", tenbin_loads)  # webdataset's tensor format (cloudwds.tenbin)
-register_encoder("ten", tenbin_dumps)
+for _ext in ("ten", "tb"):  # webdataset's tensor format (cloudwds.tenbin)
+    register_decoder(_ext, tenbin_loads)
+    register_encoder(_ext, tenbin_dumps)
+del _ext
 
 __all__ = [
     "AUDIO_EXTENSIONS",
