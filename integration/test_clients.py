@@ -35,7 +35,7 @@ import pytest
 
 from .clients.data import ClipShards, TimmDataset, write_clip_shards, write_timm_dataset
 from .clients.env import ClientEnv, client_env
-from .clients.harness import Run, run_client, sample_rows
+from .clients.harness import Run, Side, run_client, sample_rows
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -92,9 +92,15 @@ def reference_runs(
     return get
 
 
-def run_cloudwds(clients: ClientEnv, script: str, config: dict[str, Any], workdir: Path) -> Run:
-    """A run through ``python -m cloudwds.run``; checks that webdataset really was cloudwds."""
-    run = run_client(clients, script, config, "cloudwds", workdir)
+def run_cloudwds(
+    clients: ClientEnv,
+    script: str,
+    config: dict[str, Any],
+    workdir: Path,
+    side: Side = "cloudwds",
+) -> Run:
+    """A run through the opt-in (the launcher by default); checks webdataset really was cloudwds."""
+    run = run_client(clients, script, config, side, workdir)
     assert Path(run.report["webdataset"]).parent.name == "cloudwds", run.report
     return run
 
@@ -150,6 +156,16 @@ def test_open_clip_eval_same_batches_as_webdataset_0_2_86(
     got = run_cloudwds(clients, "run_open_clip.py", config, tmp_path)
     assert_same_batches(got, want)
     assert got.report["num_batches"] == want.report["num_batches"]
+
+
+def test_open_clip_eval_in_code_opt_in_same_batches_as_webdataset_0_2_86(
+    clients: ClientEnv, clip_eval: ClipShards, reference_runs: Callable, tmp_path: Path
+) -> None:
+    """``cloudwds.install_as_webdataset()`` called by the script itself, instead of the launcher."""
+    config = {**BASE, "shards": clip_eval.pattern, "is_train": False, "batch_size": 5}
+    want = reference_runs("run_open_clip.py", config)
+    got = run_cloudwds(clients, "run_open_clip.py", config, tmp_path, side="cloudwds-call")
+    assert_same_batches(got, want)
 
 
 def test_open_clip_train_same_samples_as_webdataset_0_2_86(

@@ -2,7 +2,8 @@
 
 The reference run is ``python run_X.py CONFIG`` with 0.2.86 first on ``PYTHONPATH``; the cloudwds
 run is ``python -m cloudwds.run run_X.py CONFIG``, the launcher that makes ``import webdataset``
-resolve to cloudwds in the script and in its DataLoader workers. Same interpreter, same client
+resolve to cloudwds in the script and in its DataLoader workers (or, side ``cloudwds-call``, the
+script calls ``cloudwds.install_as_webdataset()`` before importing the client). Same interpreter, same client
 code, same shards: only the library behind ``import webdataset`` differs.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from .env import ClientEnv
 
 HERE = Path(__file__).parent
-Side = Literal["reference", "cloudwds"]
+Side = Literal["reference", "cloudwds", "cloudwds-call"]
 
 
 @dataclass
@@ -47,15 +48,18 @@ def run_client(
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / f"{Path(script).stem}-{side}.npz"
     cfg_path = workdir / f"{Path(script).stem}-{side}.json.in"
-    cfg_path.write_text(json.dumps({**config, "out": str(out)}))
     path = str(HERE / script)
     if side == "reference":
         cmd, environ = [str(env.python), path, str(cfg_path)], env.reference_env()
+    elif side == "cloudwds-call":  # the script calls cloudwds.install_as_webdataset() itself
+        config = {**config, "install_as_webdataset": True}
+        cmd, environ = [str(env.python), path, str(cfg_path)], env.cloudwds_env()
     else:
         cmd, environ = (
             [str(env.python), "-m", "cloudwds.run", path, str(cfg_path)],
             env.cloudwds_env(),
         )
+    cfg_path.write_text(json.dumps({**config, "out": str(out)}))
     start = time.monotonic()
     proc = subprocess.run(
         cmd, env=environ, cwd=workdir, capture_output=True, text=True, timeout=240

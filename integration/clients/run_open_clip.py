@@ -18,6 +18,10 @@ from pathlib import Path
 
 def main(config_path: str) -> None:
     cfg = json.loads(Path(config_path).read_text())
+    if cfg.get("install_as_webdataset"):  # the in-code opt-in, before anything imports webdataset
+        import cloudwds
+
+        cloudwds.install_as_webdataset()
     import numpy as np
     import open_clip
     import torch
