@@ -385,18 +385,24 @@ def check_pipe_allowed(url: str, *, origin: str = USER) -> None:
         )
 
 
-def check_rewrite(url: str, rewritten: str, *, origin: str | None = None) -> None:
+def check_rewrite(
+    url: str, rewritten: str, *, template: str | None = None, origin: str | None = None
+) -> None:
     """Refuse a rewrite that pastes a URL with shell syntax into a ``pipe:`` command.
 
     ``WDS_REWRITE='http://H/=pipe:curl -s http://H/'`` turns ``http://H/a.tar;touch M;#`` into
     a command running ``touch M``. Called for every rewrite (:func:`cloudwds.urls.apply_rewrites`),
     whatever the URL's origin: after substitution no one can tell any more where a ``;`` came
     from. ``pipe:`` URLs written as such are not affected (they are commands already).
+
+    With the rule's replacement as ``template``, a word of the command that starts with ``-``
+    and is not a word of the template is refused too: a rule ending in a space
+    (``^/d/=pipe:curl -s ``) would otherwise let ``/d/-K/tmp/x`` pass curl an option.
     """
     if not rewritten.startswith("pipe:") or url.startswith("pipe:"):
         return
+    where = f" read from {origin}" if origin else ""
     if has_shell_syntax(url):
-        where = f" read from {origin}" if origin else ""
         raise UnsafeInputError(
             f"refused to rewrite the URL{where} into the pipe: command {rewritten!r}: the URL "
             "contains shell syntax (characters outside A-Z a-z 0-9 _ . / : @ % + = , ~ -, or a "
@@ -404,6 +410,16 @@ def check_rewrite(url: str, rewritten: str, *, origin: str | None = None) -> Non
             "command yourself",
             url=url,
         )
+    if template is not None:
+        own = set(template.split())
+        options = [w for w in rewritten[len("pipe:") :].split() if w[0] == "-" and w not in own]
+        if options:
+            raise UnsafeInputError(
+                f"refused to rewrite the URL{where} into the pipe: command {rewritten!r}: part "
+                f"of the URL would become the option {options[0]!r} of the command; rename the "
+                "shard, or write the pipe: command yourself",
+                url=url,
+            )
 
 
 def check_data_url(url: str, *, origin: str, rewrites: Iterable[Any] = ()) -> None:
@@ -418,5 +434,5 @@ def check_data_url(url: str, *, origin: str, rewrites: Iterable[Any] = ()) -> No
     for rule in rewrites:
         rewritten = rule.apply(url)
         if rewritten is not None:
-            check_rewrite(url, rewritten, origin=origin)
+            check_rewrite(url, rewritten, template=rule.replacement, origin=origin)
             return

@@ -155,7 +155,7 @@ def apply_rewrites(url: str, rules: Sequence[Rewrite]) -> str:
     for rule in rules:
         rewritten = rule.apply(url)
         if rewritten is not None:
-            check_rewrite(url, rewritten)
+            check_rewrite(url, rewritten, template=rule.replacement)
             return rewritten
     return url
 

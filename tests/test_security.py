@@ -460,6 +460,19 @@ def test_rewrite_never_pastes_shell_syntax_into_pipe():
     assert apply_rewrites("pipe:cat a;b", rules) == "pipe:cat a;b"
 
 
+def test_rewrite_never_turns_url_text_into_an_option():
+    rules = parse_rewrites("^/d/=pipe:curl -s -f ")  # the rest of the URL becomes its own word
+    assert apply_rewrites("/d/http://h/a.tar", rules) == "pipe:curl -s -f http://h/a.tar"
+    with pytest.raises(UnsafeInputError, match="option '-K/tmp/x'") as info:
+        apply_rewrites("/d/-K/tmp/x", rules)
+    assert info.value.url == "/d/-K/tmp/x"
+    with pytest.raises(UnsafeInputError, match="option"):
+        security.check_data_url("/d/-o/etc/x", origin="spec s.yaml dataset[0]", rewrites=rules)
+    # the rule's own options are fine, and so are URLs glued to a word of the template
+    glued = parse_rewrites("http://h/=pipe:curl -s -f http://h/")
+    assert apply_rewrites("http://h/-x.tar", glued) == "pipe:curl -s -f http://h/-x.tar"
+
+
 def test_rewrite_to_pipe_runs_nothing_when_opening(tmp_path, monkeypatch, marker):
     shard = write_raw_shard(tmp_path / "base.tar", {"a.txt": b"x"})
     monkeypatch.setenv("WDS_REWRITE", f"^/base/=pipe:cat {tmp_path}/")
