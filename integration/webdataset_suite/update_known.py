@@ -1,10 +1,11 @@
-"""Rewrite the ``TODO:`` entries of known_differences.txt from the latest suite run.
+"""Bring the ``TODO:`` entries of known_differences.txt in line with the latest suite run.
 
 ``python -m integration.webdataset_suite.update_known`` after running
 ``integration/test_webdataset_suite.py``: entries whose reason does not start with ``TODO:`` (the
-reviewed, deliberate ones) are kept as they are; the ``TODO:`` entries are replaced by the tests
-that failed in the last run and are not otherwise listed, each with its first error line. Meant
-for keeping CI honest while fixes land: every ``TODO:`` entry is a bug to fix, not a difference.
+reviewed, deliberate ones) are kept as they are; ``TODO:`` entries whose test now passes are
+dropped, those still failing keep their (hand-written) cause, and tests that newly fail are added
+as ``TODO:`` with their first error line. Meant for keeping CI honest while fixes land: every
+``TODO:`` entry is a bug to fix, not a difference.
 """
 
 from __future__ import annotations
@@ -34,24 +35,29 @@ def _cause(error: str) -> str:
 def main() -> None:
     report = json.loads(_report_path().read_text())
     header: list[str] = []
-    kept: list[str] = []
+    kept: list[str] = []  # TODO entries
+    reviewed: dict[str, str] = {}  # deliberate entries, kept verbatim
     for raw in KNOWN.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
-            if not kept:
+            if not kept and not reviewed:
                 header.append(raw)
             continue
         test_id, _, reason = line.partition(" -- ")
-        if not reason.startswith("TODO:"):
+        if reason.startswith("TODO:"):
             kept.append(line)
-    listed = {line.partition(" -- ")[0] for line in kept}
+        else:
+            reviewed[test_id] = line
+    failing = {t for t, outcome in report["outcomes"].items() if outcome != "passed"}
+    kept = [line for line in kept if line.partition(" -- ")[0] in failing]
+    listed = {line.partition(" -- ")[0] for line in kept} | set(reviewed)
     todo = [
         f"{test_id} -- TODO: {_cause(report['errors'].get(test_id, ''))}"
-        for test_id, outcome in sorted(report["outcomes"].items())
-        if outcome != "passed" and test_id not in listed
+        for test_id in sorted(failing - listed)
     ]
-    KNOWN.write_text("\n".join([*header, *kept, *todo]) + "\n")
-    print(f"{len(kept)} reviewed entries kept, {len(todo)} TODO entries written")
+    entries = sorted([*reviewed.values(), *kept, *todo])
+    KNOWN.write_text("\n".join([*header, *entries]) + "\n")
+    print(f"{len(reviewed)} reviewed entries, {len(kept)} TODO kept, {len(todo)} TODO added")
 
 
 if __name__ == "__main__":
