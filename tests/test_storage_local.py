@@ -103,3 +103,12 @@ def test_rewrites_map_urls_to_local_files(shards):
     got = list(ds)
     assert [s["__key__"] for s in got] == shards.keys[0]
     assert got[0]["__url__"] == "gs://bucket/" + os.path.basename(shards.paths[0])
+
+
+def test_missing_local_shard_is_shard_not_found(tmp_path):
+    missing = str(tmp_path / "nope-000.tar")
+    for url in (missing, "file://" + missing):
+        with pytest.raises(wds.ShardNotFoundError) as e:
+            list(wds.WebDataset(url, shardshuffle=False))
+        assert isinstance(e.value, FileNotFoundError) and e.value.url == url
+        assert url in str(e.value)

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import StorageError, UnsafeInputError
+from ..errors import ShardNotFoundError, StorageAccessError, StorageError, UnsafeInputError
 from ..stats import COUNTERS
 from ..urls import apply_rewrites, url_scheme
 from .ais import ais_object_url
@@ -118,7 +118,14 @@ def open_shard(url: str, config: StorageConfig | None = None) -> OpenedShard:
         raise
     except OSError as exn:
         where = url if target == url else f"{url} (rewritten to {target})"
-        raise StorageError(f"cannot open shard: {type(exn).__name__}: {exn}", where) from exn
+        cls = (
+            ShardNotFoundError
+            if isinstance(exn, FileNotFoundError | NotADirectoryError)
+            else StorageAccessError
+            if isinstance(exn, PermissionError)
+            else StorageError
+        )
+        raise cls(f"cannot open shard: {type(exn).__name__}: {exn}", where) from exn
 
 
 def prefetch_shard(url: str, config: StorageConfig, group: Any = None) -> None:

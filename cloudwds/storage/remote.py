@@ -22,7 +22,7 @@ from typing import Any, Self
 import fsspec
 import fsspec.asyn
 
-from ..errors import StorageError
+from ..errors import ShardNotFoundError, StorageAccessError, StorageError
 from ..stats import COUNTERS
 
 log = logging.getLogger("cloudwds.storage")
@@ -31,35 +31,133 @@ FIRST_BLOCK = 1 << 20  # small first request: the first sample arrives quickly
 BLOCK_SIZE = 8 << 20
 READAHEAD = 2
 
-_NOT_RETRIED = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 # Programming and configuration errors (a storage option the client does not take, a missing
 # filesystem package): the same call fails the same way every time, so fail at once.
 _BUGS = (TypeError, NotImplementedError, ImportError)
 _TRANSIENT_STATUS = frozenset({408, 429})
+_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404", "NoSuchVersion"})
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "401",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidToken",
+        "ExpiredToken",
+    }
+)
+# Exception class names (anywhere in the cause chain) that no retry can fix, by client library.
+_MISSING_TYPES = frozenset({"ResourceNotFoundError", "NoSuchKey", "NoSuchBucket"})
+_DENIED_TYPES = frozenset(
+    {
+        "NoCredentialsError",  # botocore: nothing found in env, files or instance metadata
+        "PartialCredentialsError",
+        "ClientAuthenticationError",  # azure.core: 401/403
+        "DefaultCredentialsError",  # google.auth
+        "RefreshError",
+    }
+)
+
+MISSING, DENIED, PERMANENT, TRANSIENT = "missing", "denied", "permanent", "transient"
 
 
 class _RangeIgnoredError(OSError):
     """A ranged GET answered with the whole object (not retried: the answer would not change)."""
 
 
-def _is_permanent(exn: BaseException) -> bool:
-    """Whether ``exn`` is a definite answer (no such object, no access) rather than a glitch.
+def classify_error(exn: BaseException) -> str:
+    """The one retry policy of every back end: is ``exn`` worth another attempt?
 
-    fsspec's HTTP filesystem (plain ``http(s)://`` and AIStore's REST API) turns *every* failure
-    of its size lookup into ``FileNotFoundError``, chaining the real cause: a refused
-    connection or a 503 would otherwise end the read at once instead of being retried.
+    Returns ``"missing"`` (no such file, object, blob or bucket: 404, ``NoSuchKey``,
+    ``NoSuchBucket``), ``"denied"`` (401/403, missing or rejected credentials),
+    ``"permanent"`` (another definite answer: other 4xx, a configuration or programming error)
+    or ``"transient"`` (anything that may pass: refused or dropped connections — a server may
+    be restarting —, timeouts, 5xx, 408, 429, and everything unrecognised).
+
+    The whole cause chain is read, because the clients wrap: fsspec's HTTP filesystem (plain
+    ``http(s)://`` and AIStore) reports *every* failed size lookup as ``FileNotFoundError``
+    chaining the real cause, so a refused connection or a 503 must not pass for "missing".
     """
-    if isinstance(exn, (*_BUGS, _RangeIgnoredError)):
-        return True
-    if not isinstance(exn, _NOT_RETRIED):
-        return False
-    cause = exn.__cause__
-    if not isinstance(exn, FileNotFoundError) or cause is None:
-        return True
-    status = getattr(cause, "status", None)
-    if isinstance(status, int) and not isinstance(status, bool):
-        return not (status >= 500 or status in _TRANSIENT_STATUS)
-    return not _is_network_error(cause)
+    chain = _chain(exn)
+    if any(_is_network_error(e) for e in chain):
+        return TRANSIENT
+    for e in chain:
+        status = _status_of(e)
+        if status is not None:
+            if status in (404, 410):
+                return MISSING
+            if status in (401, 403):
+                return DENIED
+            if status >= 500 or status in _TRANSIENT_STATUS:
+                return TRANSIENT
+            if 400 <= status < 500:
+                return PERMANENT
+        code = _error_code_of(e)
+        if code in _MISSING_CODES:
+            return MISSING
+        if code in _DENIED_CODES:
+            return DENIED
+        name = type(e).__name__
+        if name in _DENIED_TYPES:
+            return DENIED
+        if name in _MISSING_TYPES:
+            return MISSING
+    if isinstance(exn, PermissionError) or str(exn).startswith("Forbidden"):  # gcsfs' 403
+        return DENIED
+    if isinstance(exn, FileNotFoundError):
+        return MISSING
+    if isinstance(exn, (*_BUGS, _RangeIgnoredError, IsADirectoryError, NotADirectoryError)):
+        return PERMANENT
+    return TRANSIENT
+
+
+def permanent_error(what: str, url: str, exn: BaseException) -> StorageError | None:
+    """The typed error to raise at once for ``exn``, or ``None`` when it should be retried."""
+    kind = classify_error(exn)
+    if kind == TRANSIENT:
+        return None
+    cls = {MISSING: ShardNotFoundError, DENIED: StorageAccessError}.get(kind, StorageError)
+    return cls(f"{what} failed: {_describe(exn)}", url)
+
+
+def _chain(exn: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exn]
+    while todo and len(out) < 10:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        todo += [e.__cause__, e.__context__]
+    return out
+
+
+def _status_of(exn: BaseException) -> int | None:
+    """An HTTP status carried by the exception (aiohttp, azure, gcsfs, botocore), if any."""
+    for attr in ("status", "status_code", "code"):
+        value = getattr(exn, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    response = getattr(exn, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int) and 100 <= status <= 599:
+            return status
+    return None
+
+
+def _error_code_of(exn: BaseException) -> str | None:
+    response = getattr(exn, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
 
 
 def _describe(exn: BaseException | None) -> str:
@@ -128,9 +226,10 @@ class RetryPolicy:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
-            except Exception as exn:  # network errors differ per backend; all are transient here
-                if _is_permanent(exn):
-                    raise StorageError(f"{what} failed: {type(exn).__name__}: {exn}", url) from exn
+            except Exception as exn:  # network errors differ per backend: one classification
+                final = permanent_error(what, url, exn)
+                if final is not None:
+                    raise final from exn
                 last = exn
                 if cancelled is not None and cancelled():
                     break

@@ -27,7 +27,7 @@ import fsspec.asyn
 
 from ..errors import StorageError
 from ..stats import COUNTERS
-from .remote import RemoteReader, RetryPolicy
+from .remote import RemoteReader, RetryPolicy, permanent_error
 
 log = logging.getLogger("cloudwds.storage")
 
@@ -57,16 +57,31 @@ async def _open_http(fs: Any, path: str, start: int) -> tuple[ReadFn, CloseFn]:
         headers["Range"] = f"bytes={start}-"
     kwargs = {k: v for k, v in fs.kwargs.items() if k != "headers"}
     response = await session.get(fs.encode_url(path), headers=headers, **kwargs)
-    if response.status == 404:
-        response.release()
-        raise FileNotFoundError(path)
     if response.status >= 400:
         response.release()
-        raise OSError(f"HTTP {response.status} for {path}")
+        raise _http_error(response.status, path)
     if start and response.status != 206:
         response.release()
         raise OSError(f"server ignored Range (HTTP {response.status}); cannot resume at {start}")
     return response.content.read, response.release
+
+
+class HTTPStatusError(OSError):
+    """An HTTP error answer; ``status`` lets :func:`~.remote.classify_error` decide on retries."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _http_error(status: int, path: str) -> OSError:
+    """404/410 → ``FileNotFoundError``, 401/403 → ``PermissionError``, else the status kept."""
+    message = f"HTTP {status} for {path}"
+    if status in (404, 410):
+        return FileNotFoundError(message)
+    if status in (401, 403):
+        return PermissionError(message)
+    return HTTPStatusError(status, message)
 
 
 BACKENDS: dict[str, Callable[[Any, str, int], Awaitable[tuple[ReadFn, CloseFn]]]] = {
@@ -147,10 +162,12 @@ class StreamReader(RemoteReader):
                     failures = 0
                     if not self._put(chunk):
                         return
-            except (FileNotFoundError, PermissionError) as exn:
-                self._put(StorageError(f"read failed: {type(exn).__name__}: {exn}", self.url))
-                return
-            except Exception as exn:  # dropped connection, timeout, 5xx: resume from offset
+            except Exception as exn:
+                final = permanent_error("read", self.url, exn)  # the policy of every reader
+                if final is not None:
+                    self._put(final)
+                    return
+                # dropped connection, timeout, 5xx: resume from offset
                 failures += 1
                 if failures > self.policy.retries:
                     err = StorageError(
