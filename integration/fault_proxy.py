@@ -8,6 +8,7 @@ records it *before* forwarding, so a count read after the client returned is com
 Faults (all armed at runtime, consumed in request order, cleared by ``reset()``):
 
 * ``fail_503(times)``: answer ``HTTP/1.1 503`` to the next ``times`` matching requests;
+* ``fail_status(status, times)``: the same with another status (403, 404, ...);
 * ``cut_after(nbytes, times)``: close the connection after ``nbytes`` of the response
   (status line and headers included) to each of the next ``times`` matching requests;
 * ``delay(seconds, times)``: hold matching requests that long before forwarding them;
@@ -59,7 +60,7 @@ class Request:
 
 @dataclass
 class _Fault:
-    kind: str  # "503" | "cut" | "cut-abort" | "delay" | "stall"
+    kind: str  # "503" | "status" | "cut" | "cut-abort" | "delay" | "stall"
     times: int | None  # None: until reset()
     method: str | None
     path_contains: str | None
@@ -225,6 +226,16 @@ class FaultProxy:
         with self._lock:
             self._faults.append(fault)
 
+    def fail_status(
+        self,
+        status: int,
+        times: int | None = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """Answer ``status`` (e.g. 403) to the next ``times`` matching requests."""
+        self._arm(_Fault("status", times, method, path_contains, float(status)))
+
     def fail_503(
         self, times: int = 1, method: str | None = None, path_contains: str | None = None
     ) -> None:
@@ -368,17 +379,23 @@ class FaultProxy:
             faults = self._take(method, target)
             kinds = {f.kind for f in faults}
             injected = "503" if "503" in kinds else next((k for k in kinds if k != "delay"), None)
+            answer = next((f for f in faults if f.kind == "status"), None)
+            if answer is not None:
+                injected = str(int(answer.value))
             with self._lock:
                 self.requests.append(Request(method, target, headers, conn.conn_id, injected))
             for f in faults:
                 if f.kind == "delay":
                     time.sleep(f.value)
-            if "503" in kinds:
+            if "503" in kinds or answer is not None:
                 if "100-continue" not in headers.get("expect", "").lower():
                     self._copy_body(reader, headers, None)  # drain so close() sends no RST
                 body = _SERVICE_UNAVAILABLE
+                status = (
+                    b"503 Service Unavailable" if answer is None else b"%d Injected" % answer.value
+                )
                 conn.client.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
+                    b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\n"
                     b"Retry-After: 0\r\nConnection: close\r\n"
                     + f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import cloudwds
+from cloudwds.stats import COUNTERS
 
 from .fault_proxy import FaultProxy
 from .servers import Endpoint
@@ -198,3 +199,135 @@ def test_non_tar_object_is_a_tar_format_error(backend: Backend) -> None:
         list(cloudwds.WebDataset(url, **backend.kwargs))
     assert e.value.url == url
     assert make_tar([])[:512] == b"\0" * 512  # sanity: an empty tar starts with a zero block
+
+
+# --------------------------------------------------------------------------- fail fast
+# Errors no retry can fix come back after one attempt, typed and naming the URL. Attempts are
+# counted at the server (the proxy's request log) with WDS_RETRIES=0 and =5: the same count
+# means nothing was retried; the retry counter must not move either.
+def _failed_read(
+    url: str, kwargs: dict[str, Any], server: Endpoint, name: str
+) -> tuple[Any, int, int]:
+    server.proxy.reset()
+    before = COUNTERS.snapshot().get("retries", 0)
+    with pytest.raises(cloudwds.StorageError) as e:
+        list(cloudwds.WebDataset(url, **kwargs))
+    attempts = sum(1 for r in server.proxy.requests if name in r.target)
+    return e.value, attempts, int(COUNTERS.snapshot().get("retries", 0) - before)
+
+
+def _assert_fails_fast(
+    url: str,
+    kwargs: dict[str, Any],
+    server: Endpoint,
+    name: str,
+    cls: type[BaseException],
+    monkeypatch: pytest.MonkeyPatch,
+) -> int:
+    counts = []
+    for retries in ("0", "5"):
+        monkeypatch.setenv("WDS_RETRIES", retries)
+        err, attempts, retried = _failed_read(url, kwargs, server, name)
+        assert type(err) is cls, f"{type(err).__name__}: {err}"
+        assert err.url == url and url in str(err)
+        assert retried == 0
+        counts.append(attempts)
+    assert counts[0] == counts[1], f"attempts with 0 and 5 retries: {counts}"
+    return counts[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_missing_object_fails_fast(
+    backend: Backend, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_mode(monkeypatch, mode)
+    base = backend.upload(make_shards(1, 2, bin_size=100))
+    url = backend.url(f"{base}/missing-000000.tar")
+    n = _assert_fails_fast(
+        url,
+        backend.kwargs,
+        backend.server,
+        "missing-000000",
+        cloudwds.ShardNotFoundError,
+        monkeypatch,
+    )
+    assert n >= 1  # the server was asked, once per operation
+
+
+@pytest.mark.parametrize("name", ["s3", "gs", "az"])
+def test_missing_bucket_fails_fast(
+    name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = make_backend(request, name)
+    url = backend.url("no-such-bucket-c11/shard-000000.tar")
+    n = _assert_fails_fast(
+        url,
+        backend.kwargs,
+        backend.server,
+        "no-such-bucket-c11",
+        cloudwds.ShardNotFoundError,
+        monkeypatch,
+    )
+    assert n >= 1
+
+
+def test_missing_credentials_fail_fast_without_a_request(
+    s3_server: Endpoint, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = Backend("s3", s3_server)
+    base = backend.upload(make_shards(1, 2, bin_size=100))
+    url = backend.url(f"{base}/shard-000000.tar")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    kwargs = {"storage_options": {"endpoint_url": s3_server.endpoint}}  # no key, no secret
+    n = _assert_fails_fast(
+        url, kwargs, s3_server, "shard-000000", cloudwds.StorageAccessError, monkeypatch
+    )
+    assert n == 0  # botocore refuses to send an unsigned request: nothing reached the server
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "status, cls",
+    [(403, "StorageAccessError"), (401, "StorageAccessError"), (404, "ShardNotFoundError")],
+)
+def test_http_refusals_fail_fast(
+    http_server: Endpoint, mode: str, status: int, cls: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_mode(monkeypatch, mode)
+    backend = Backend("http", http_server)
+    base = backend.upload(make_shards(1, 2, bin_size=100))
+    url = backend.url(f"{base}/shard-000000.tar")
+    name = f"{base}/shard-000000"
+    counts = []
+    for retries in ("0", "5"):
+        monkeypatch.setenv("WDS_RETRIES", retries)
+        http_server.proxy.reset()
+        http_server.proxy.fail_status(status, times=None, path_contains=name)
+        before = COUNTERS.snapshot().get("retries", 0)
+        with pytest.raises(cloudwds.StorageError) as e:
+            list(cloudwds.WebDataset(url))
+        assert type(e.value).__name__ == cls, f"{type(e.value).__name__}: {e.value}"
+        assert e.value.url == url
+        assert COUNTERS.snapshot().get("retries", 0) == before
+        counts.append(sum(1 for r in http_server.proxy.requests if r.injected == str(status)))
+    assert counts[0] == counts[1] and counts[0] >= 1, counts
+
+
+def test_refused_connection_keeps_its_retries(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that is down may be restarting: connection refused is retried, then reported."""
+    monkeypatch.setenv("WDS_RETRIES", "2")
+    monkeypatch.setenv("WDS_TIMEOUT", "1")
+    base = backend.upload(make_shards(1, 2, bin_size=100))
+    url = backend.url(f"{base}/shard-000000.tar")
+    before = COUNTERS.snapshot().get("retries", 0)
+    with backend.server.offline(), pytest.raises(cloudwds.StorageError) as e:
+        list(cloudwds.WebDataset(url, **backend.kwargs))
+    assert not isinstance(e.value, cloudwds.ShardNotFoundError | cloudwds.StorageAccessError)
+    assert "after 2 retries" in str(e.value) and e.value.url == url
+    assert COUNTERS.snapshot().get("retries", 0) - before == 2
