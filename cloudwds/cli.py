@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .commands import add_global_options, register_all
-from .errors import CloudWdsError
+from .commands._common import error_message
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -77,11 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exn:
         if getattr(args, "traceback", False):
             raise
-        if isinstance(exn, (CloudWdsError, OSError, ValueError)):
-            message = str(exn) or type(exn).__name__
-        else:  # not an error cloudwds expects: name its type, it is probably a bug
-            message = f"{type(exn).__name__}: {exn}"
-        print(f"cloudwds {name}: error: {message}", file=sys.stderr)
+        print(f"cloudwds {name}: error: {error_message(exn)}", file=sys.stderr)
         return 1
 
 

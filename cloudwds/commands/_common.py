@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import CloudWdsError
+from ..errors import CloudWdsError, ShardError, StorageError
 from ..storage import StorageConfig
 from ..urls import expand_urls
 
@@ -139,7 +139,7 @@ def per_shard(
         try:
             return fn(url), None
         except Exception as exn:
-            return None, exn
+            return None, naming_url(exn, url)
 
     window: deque[tuple[str, Future[tuple[T | None, BaseException | None]]]] = deque()
     items = iter(urls)
@@ -211,3 +211,52 @@ def note(args: argparse.Namespace, text: str) -> None:
 
 def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
+
+
+def _urls_in(exn: BaseException) -> Iterator[str]:
+    """The ``url`` attributes along the cause chain (cloudwds errors carry one)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exn]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        url = getattr(e, "url", None)
+        if isinstance(url, str) and url:
+            yield url
+        todo += [e.__cause__, e.__context__]
+
+
+def naming_url(exn: BaseException, url: str) -> BaseException:
+    """``exn`` if it names ``url`` (or its URL is unknown to us), else an error that does.
+
+    A cloudwds error without a URL gets this one; any other error is wrapped in a
+    :class:`~cloudwds.errors.StorageError` (an ``OSError``) for ``url``, chaining it.
+    """
+    if url in error_message(exn):
+        return exn
+    if isinstance(exn, ShardError | StorageError) and exn.url is None:
+        exn.url = url
+        return exn
+    wrapped = StorageError(f"{type(exn).__name__}: {exn}", url)
+    wrapped.__cause__ = exn
+    return wrapped
+
+
+def error_message(exn: BaseException) -> str:
+    """The text of the CLI's one-line error report; it names the URL whenever one is known.
+
+    Errors cloudwds expects (its own, ``OSError``, ``ValueError``) print as their message;
+    others are prefixed with their type, as they are probably bugs. When an error of the
+    cause chain carries a URL that the message does not mention, it is appended.
+    """
+    if isinstance(exn, CloudWdsError | OSError | ValueError):
+        message = str(exn) or type(exn).__name__
+    else:
+        message = f"{type(exn).__name__}: {exn}"
+    for url in _urls_in(exn):
+        if url not in message:
+            message += f" (url={url!r})"
+        break
+    return message
