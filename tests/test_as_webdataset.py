@@ -101,6 +101,45 @@ def test_alias_gives_cloudwds_module_objects(tmp_path: Path) -> None:
     assert len(logs) == 1 and "resolves to cloudwds" in logs[0], lines
 
 
+def test_client_imports_resolve_to_cloudwds_submodules(tmp_path: Path) -> None:
+    """The imports open_clip, timm and diffusers make, each answered by cloudwds's own module."""
+    out = _ok(
+        _run_code(
+            """
+            import cloudwds
+            cloudwds.install_as_webdataset()
+            import webdataset as wds
+            import webdataset.tariterators
+            from webdataset.filters import _shuffle, pipelinefilter, getfirst
+            from webdataset.tariterators import (
+                base_plus_ext, url_opener, tar_file_expander, valid_sample, group_by_keys,
+            )
+            from webdataset.shardlists import expand_urls
+            from webdataset.utils import pytorch_worker_seed
+            from webdataset import WebDataset, PipelineStage
+            import cloudwds.filters, cloudwds.tariterators, cloudwds.shardlists, cloudwds.utils
+            print(webdataset.tariterators is cloudwds.tariterators)
+            print(_shuffle is cloudwds.filters._shuffle, getfirst is cloudwds.filters.getfirst)
+            print(tar_file_expander is cloudwds.tariterators.tar_file_expander)
+            print(expand_urls is cloudwds.shardlists.expand_urls)
+            print(pytorch_worker_seed is cloudwds.utils.pytorch_worker_seed)
+            print(WebDataset is cloudwds.WebDataset, PipelineStage is cloudwds.PipelineStage)
+            print(base_plus_ext("a/b.c.jpg"))
+            """,
+            tmp_path,
+        )
+    )
+    assert out.splitlines() == [
+        "True",
+        "True True",
+        "True",
+        "True",
+        "True",
+        "True True",
+        "('a/b', 'c.jpg')",
+    ]
+
+
 def test_not_by_default(tmp_path: Path) -> None:
     """Importing cloudwds (even its shim package by name) never redirects ``webdataset``."""
     out = _ok(
