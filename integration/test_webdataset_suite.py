@@ -267,7 +267,10 @@ def test_webdataset_suite_through_cloudwds(suite: Suite) -> None:
     now_passing = sorted(t for t in known if run.outcomes.get(t) == "passed")
     assert len(run.outcomes) > 150, run.output
     assert not stale, f"known_differences.txt lists tests that do not exist: {stale}"
-    assert not now_passing, f"known_differences.txt lists tests that now pass: {now_passing}"
+    assert not now_passing, (
+        f"known_differences.txt lists tests that now pass: {now_passing} (drop them, e.g. with "
+        "`python -m integration.webdataset_suite.update_known` after this run)"
+    )
     assert not unexpected, "failing on cloudwds, not in known_differences.txt:\n" + "\n".join(
         f"{t}: {e}" for t, e in unexpected.items()
     )
