@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 from .clients.data import ClipShards, TimmDataset, write_clip_shards, write_timm_dataset
-from .clients.env import ClientEnv, client_env
+from .clients.env import REPO_ROOT, ClientEnv, client_env
 from .clients.harness import Run, Side, run_client, sample_rows
 
 pytestmark = pytest.mark.timeout(600)
@@ -101,7 +101,7 @@ def run_cloudwds(
 ) -> Run:
     """A run through the opt-in (the launcher by default); checks webdataset really was cloudwds."""
     run = run_client(clients, script, config, side, workdir)
-    assert Path(run.report["webdataset"]).parent.name == "cloudwds", run.report
+    assert Path(run.report["webdataset"]).parent == REPO_ROOT / "cloudwds", run.report
     return run
 
 

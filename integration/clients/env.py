@@ -34,6 +34,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout under test (holds cloudwds/)
 TORCH_PIN = "torch==2.13.0"
 CLIENT_PINS = (
     "open_clip_torch==3.3.0",  # ships open_clip_train/data.py (get_wds_dataset) in its wheel
@@ -100,10 +101,11 @@ class ClientEnv:
         return env
 
     def cloudwds_env(self) -> dict[str, str]:
-        """Environment for a run through the opt-in: no 0.2.86 directory anywhere on the path."""
+        """Environment for a run through the opt-in: this checkout's cloudwds first, no 0.2.86."""
         env = dict(os.environ)
         parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p != str(self.reference_path))
+        parts = [str(REPO_ROOT), *(p for p in parts if p != str(self.reference_path))]
+        env["PYTHONPATH"] = os.pathsep.join(parts)
         return env
 
 
