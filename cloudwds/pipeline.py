@@ -480,7 +480,10 @@ def _check_empty(src: Iterable[Any]) -> Iterator[Any]:
 
 
 def _is_directory_url(urls: Any) -> bool:
-    """webdataset reads a local directory URL ending in ``/`` as a :class:`DirectoryShardList`."""
+    """webdataset reads a local directory URL ending in ``/`` as a :class:`DirectoryShardList`.
+
+    The directory is a queue that producers add shards to; iteration waits for new shards.
+    """
     return isinstance(urls, str) and urls.endswith("/") and os.path.isdir(urls)
 
 
@@ -582,7 +585,8 @@ class WebDataset(DataPipeline):
         elif _is_directory_url(urls):
             from .shardlists import DirectoryShardList
 
-            self.pipeline.append(DirectoryShardList(os.fspath(urls)))  # type: ignore[arg-type]
+            # a work queue: each shard is claimed once and renamed to ``*._done_`` when read
+            self.pipeline.append(DirectoryShardList(os.fspath(urls), mode="keep"))  # type: ignore[arg-type]
         else:
             self.pipeline.append(SimpleShardList(urls, storage=storage))
             if shardshuffle:

@@ -273,8 +273,8 @@ class map_dict(Stage):
 class rename(Stage):
     """Rename fields: ``rename(image="jpg;png", label="cls")``.
 
-    ``keep=True`` keeps the fields not renamed; ``keep=False`` drops them but keeps the
-    ``__key__``/``__url__`` metadata (webdataset drops that too, which loses the key).
+    ``keep=True`` keeps the fields not renamed; ``keep=False`` keeps *only* the renamed fields,
+    as webdataset does — metadata included, so add ``__key__="__key__"`` to keep the key.
     """
 
     def __init__(self, handler: Handler = reraise_exception, keep: bool = True, **kw: str):
@@ -291,7 +291,7 @@ class rename(Stage):
                 if self.keep:
                     out = {k: v for k, v in sample.items() if k not in replaced}
                 else:
-                    out = {k: v for k, v in sample.items() if k.startswith("__")}
+                    out = {}
                 for new, keys in targets.items():
                     out[new] = _first(sample, keys, True)
             except Exception as exn:
@@ -389,8 +389,8 @@ class shuffle(Stage):
         self,
         bufsize: int = 1000,
         initial: int = 100,
-        seed: int | None = None,
         rng: random.Random | None = None,
+        seed: int | None = None,
         handler: Handler | None = None,
     ):
         self.bufsize = bufsize

@@ -46,7 +46,7 @@ def shard_list(urls: str | os.PathLike[str] | Iterable[str]) -> list[str]:
     does; pass a string (``"a-{0..1}.tar"``) or :func:`expand_urls` for brace expansion.
     """
     if isinstance(urls, (str, os.PathLike)):
-        return expand_urls(urls)
+        return expand_urls(os.fspath(urls))
     result = [os.fspath(u) if isinstance(u, os.PathLike) else u for u in urls]
     for url in result:
         if not isinstance(url, str):

@@ -68,16 +68,19 @@ class TarWriter:
     def __init__(
         self,
         fileobj: str | Any,
-        encoder: bool | Mapping[str, Callable[[Any], bytes]] | Callable[[dict], dict] = True,
-        compress: bool | None = None,
-        mtime: float | None = None,
-        keep_meta: bool = False,
-        storage_options: Mapping[str, Any] | None = None,
-        storage: StorageConfig | None = None,
         user: str = "bigdata",
         group: str = "bigdata",
         mode: int = 0o0444,
+        compress: bool | None = None,
+        encoder: bool | Mapping[str, Callable[[Any], bytes]] | Callable[[dict], dict] = True,
+        keep_meta: bool = False,
+        mtime: float | None = None,
+        format: Any = None,  # noqa: A002 - webdataset's name; cloudwds writes ustar/pax itself
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        storage: StorageConfig | None = None,
     ):
+        # webdataset's positional order; user/group/mode/format are accepted for it.
         if isinstance(fileobj, os.PathLike):
             fileobj = os.fspath(fileobj)
         self.url = fileobj if isinstance(fileobj, str) else getattr(fileobj, "name", None)
@@ -178,6 +181,7 @@ class ShardWriter:
         post: Callable[[str], Any] | None = None,
         start_shard: int = 0,
         verbose: int = 0,
+        opener: Callable[[str], Any] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         **kw: Any,
     ):
@@ -192,6 +196,7 @@ class ShardWriter:
         self.maxsize = maxsize
         self.post = post
         self.verbose = verbose
+        self.opener = opener  # webdataset's hook: opener(name) -> a writable stream
         self.kw = kw
         self.storage = kw.pop("storage", None) or StorageConfig.resolve(
             storage_options=storage_options
@@ -206,7 +211,10 @@ class ShardWriter:
         self._finish()
         self._url = self.pattern % self.shard
         self.shard += 1
-        self._writer = TarWriter(self._url, storage=self.storage, **self.kw)
+        if self.opener is not None:
+            self._writer = TarWriter(self.opener(self._url), **self.kw)
+        else:
+            self._writer = TarWriter(self._url, storage=self.storage, **self.kw)
 
     def write(self, obj: Mapping[str, Any]) -> int:
         w = self._writer

@@ -224,11 +224,11 @@ def test_rename_keep_true_and_false():
         {"__key__": "a", "__url__": "u", "json": {"n": 1}, "image": 1, "label": 10},
         {"__key__": "b", "__url__": "u", "json": {"n": 2}, "image": 2, "label": 20},
     ]
+    # keep=False keeps only the renamed fields, metadata included (as webdataset does)
     out = run(st.rename(image="jpg;png", keep=False), SAMPLES)
-    assert out == [
-        {"__key__": "a", "__url__": "u", "image": 1},
-        {"__key__": "b", "__url__": "u", "image": 2},
-    ]
+    assert out == [{"image": 1}, {"image": 2}]
+    out = run(st.rename(image="jpg;png", __key__="__key__", keep=False), SAMPLES)
+    assert out == [{"image": 1, "__key__": "a"}, {"image": 2, "__key__": "b"}]
     with pytest.raises(MissingKeyError):
         run(st.rename(image="gif"), SAMPLES)
 

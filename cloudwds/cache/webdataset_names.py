@@ -89,7 +89,7 @@ class LRUCleanup:
             return
         if self.interval is not None and time.time() - self.last_run < self.interval:
             return
-        files = []
+        files: list[str] = []
         for dirpath, _, filenames in os.walk(self.cache_dir):
             files.extend(os.path.join(dirpath, f) for f in filenames)
         try:
