@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import multiprocessing
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,9 @@ def test_cache_stays_within_its_budget(s3_server: Endpoint, tmp_path: Path) -> N
     want = expected_rows(shards, backend.urls(shards, base))
     for _ in range(2):
         assert_same(rows(ds), want)
+        right_after = _listing(cache_dir)  # nothing of the finished epoch runs any more:
         ds.storage.cache.wait()
+        assert _listing(cache_dir) == right_after  # waiting changes nothing
         assert dir_bytes(cache_dir) <= budget
     stats = ds.storage.cache.stats()
     assert stats["evictions"] >= 10  # 20 downloads into room for 3
@@ -301,3 +304,135 @@ def test_first_sample_without_cache_requests_only_the_read_ahead(
         expect = ["bytes=0-1048575", f"bytes=1048576-{(9 << 20) - 1}"]
         assert sorted(r.range for r in reqs) == expect
     assert len(list(it)) == 159
+
+
+# --------------------------------------------------------------------------- ownership
+def test_the_cache_never_deletes_files_it_did_not_write(
+    s3_server: Endpoint, tmp_path: Path
+) -> None:
+    """The issue's case: D/notes.txt and D/photos/holiday.jpg, cache_size="15M", 10 MB shards."""
+    backend = Backend("s3", s3_server)
+    shards = make_shards(2, 40, bin_size=250_000, seed=71)  # two ~10 MB shards
+    base = backend.upload(shards)
+    root = tmp_path / "D"
+    (root / "photos").mkdir(parents=True)
+    (root / "notes.txt").write_text("my notes")
+    (root / "photos" / "holiday.jpg").write_bytes(b"\xff\xd8" * 1000)
+    pre_url = backend.url(f"{base}/pre-populated.tar")  # a shard the user put in by hand
+    pre_path = Path(ShardCache(root).local_path(pre_url))
+    pre_path.parent.mkdir(parents=True, exist_ok=True)
+    pre_path.write_bytes(shards.data[shards.names[0]])
+    ds = cloudwds.WebDataset(
+        [*backend.urls(shards, base), pre_url],
+        cache_dir=root,
+        cache_size="15M",
+        prefetch=0,  # one shard at a time: the eviction count is exact
+        shardshuffle=False,
+        **backend.kwargs,
+    )
+    got = rows(ds)
+    assert len(got) == 120
+    cache = ds.storage.cache
+    assert (root / "notes.txt").read_text() == "my notes"
+    assert (root / "photos" / "holiday.jpg").read_bytes() == b"\xff\xd8" * 1000
+    assert pre_path.read_bytes() == shards.data[shards.names[0]]
+    assert cache.stats()["evictions"] == 1  # 20 MB downloaded into 15M: the first went
+    owned = sorted(os.path.basename(e.path) for e in cache.entries() if e.owned)
+    assert owned == [shards.names[1]]
+    cache.clear()
+    assert (root / "notes.txt").exists() and (root / "photos" / "holiday.jpg").exists()
+    assert pre_path.exists() and [e.owned for e in cache.entries()] == [False] * 3
+
+
+# --------------------------------------------------------------------------- disk full
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A real 4 MiB tmpfs (CI runs as root; covered without root by the RLIMIT_FSIZE unit test)."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("name", ["http", "s3"])
+def test_full_disk_reads_the_whole_shard_uncached(
+    name: str, request: pytest.FixtureRequest, small_tmpfs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's case: a 10 MB shard of 103 samples, a cache that fills up after ~3/4 of it."""
+    import logging
+
+    backend = make_backend(request, name)
+    shards = make_shards(1, 103, bin_size=100_000, seed=81)
+    base = backend.upload(shards)
+    url = backend.urls(shards, base)[0]
+    caplog.set_level(logging.WARNING, logger="cloudwds.cache")
+    ds = cloudwds.WebDataset(url, cache_dir=small_tmpfs, **backend.kwargs)
+    assert_same(rows(ds), expected_rows(shards, [url]))  # all 103 samples, the same bytes
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(f"no space left to cache {url} (")
+    ds.storage.cache.wait()
+    assert not ds.storage.cache.contains(url)
+    assert glob.glob(str(small_tmpfs / "**" / "*.part"), recursive=True) == []
+    # one GET: the reader carried on with the download's own stream, from the same byte
+    assert backend.get_count(f"{base}/{shards.names[0]}") == 1
+    assert ds.storage.cache.stats()["uncached"] == 1
+
+
+# --------------------------------------------------------------------------- end of a run
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file of the shard tree, temp files included: size and mtime."""
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_file() and ".cloudwds" not in p.parts:
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_nothing_of_a_closed_iteration_touches_the_cache_later(
+    s3_server: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_mode(monkeypatch, "streamed")
+    backend = Backend("s3", s3_server)
+    shards = make_shards(3, 8, bin_size=200_000, seed=91)  # ~1.6 MB each
+    base = backend.upload(shards)
+    # The prefetch of the second shard is held after 300 kB: a download visibly in progress.
+    s3_server.proxy.stall_after(300_000, times=1, path_contains=shards.names[1])
+    ds = cloudwds.WebDataset(
+        backend.pattern(shards, base), cache_dir=tmp_path, cache_size=2 << 20, **backend.kwargs
+    )
+    cache = ds.storage.cache
+    try:
+        it = iter(ds)
+        first = next(it)
+        assert first["__key__"] == "sample000000"
+        temp = f".{shards.names[1]}."
+        deadline = 600  # polls of 10 ms: the prefetch's temp file holds the bytes let through
+        while not any(temp in k and v[0] > 0 for k, v in _listing(tmp_path).items()):
+            deadline -= 1
+            assert deadline > 0, "the prefetch never started"
+            time.sleep(0.01)
+        it.close()  # the run ends while its prefetch is stalled
+        after_close = _listing(tmp_path)
+        assert not any(temp in k for k in after_close)  # its temp file went at once
+    finally:
+        s3_server.proxy.release()
+    # The stalled transfer now completes on the wire; nothing of the closed run may write,
+    # publish or evict: wait until its thread has given up (it counts itself as cancelled).
+    deadline = 1000
+    while cache.stats()["cancelled"] < 1:
+        deadline -= 1
+        assert deadline > 0, "the cancelled download never finished"
+        time.sleep(0.01)
+    cache.wait()
+    assert _listing(tmp_path) == after_close
+    assert not cache.contains(backend.urls(shards, base)[1])
