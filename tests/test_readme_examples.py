@@ -302,18 +302,33 @@ def test_custom_decoders(data):
     def my_decoder(value):
         return np.asarray(Image.open(io.BytesIO(value)))
 
-    # The README applies Decoder(...) to the dataset; a Decoder decodes one sample, so it
-    # goes into .map() (webdataset 1.0.2 works the same way).
+    # As the README writes it: the Decoder applied to the whole dataset (webdataset 1.0.2 itself
+    # fails there: its Decoder only decodes single samples).
     url = data["url"]
-    for decoder in (
-        wds.Decoder(my_png_decoder, wds.torch_video, wds.torch_audio),
-        wds.Decoder(wds.handle_extension(".png", my_decoder)),
+    for make in (
+        lambda ds: wds.Decoder(my_png_decoder, wds.torch_video, wds.torch_audio)(ds),
+        lambda ds: wds.Decoder(wds.handle_extension(".png", my_decoder))(ds),
     ):
-        dataset = wds.WebDataset(url, shardshuffle=False).map(decoder)
+        dataset = make(wds.WebDataset(url, shardshuffle=False))
         sample = next(iter(dataset))
         assert sample["__key__"] == "page000"
         assert np.array_equal(sample["png"], data["pages"]["page000"][0])
         assert sample["json"] == {"annotations": data["pages"]["page000"][1]}
+
+
+def test_processor_with_a_sample_decoder(data):
+    def my_sample_decoder(sample):
+        result = dict(__key__=sample["__key__"])
+        for key, value in sample.items():
+            if key == "png" or key.endswith(".png"):
+                result[key] = np.asarray(Image.open(io.BytesIO(value)))  # imageio in the README
+        return result
+
+    dataset = wds.WebDataset(data["url"], shardshuffle=False)
+    dataset = wds.Processor(wds.map, my_sample_decoder)(dataset)
+    sample = next(iter(dataset))
+    assert sorted(sample) == ["__key__", "png"]
+    assert np.array_equal(sample["png"], data["pages"]["page000"][0])
 
 
 # -- CBOR ----------------------------------------------------------------------------------------
