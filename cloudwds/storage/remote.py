@@ -57,8 +57,7 @@ _DENIED_TYPES = frozenset(
         "NoCredentialsError",  # botocore: nothing found in env, files or instance metadata
         "PartialCredentialsError",
         "ClientAuthenticationError",  # azure.core: 401/403
-        "DefaultCredentialsError",  # google.auth
-        "RefreshError",
+        "DefaultCredentialsError",  # google.auth (a failed token refresh may be transient)
     }
 )
 
