@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -103,8 +104,8 @@ class ResampledShards(ShardSource):
 
     Draws are seeded from ``(seed, epoch, rank, worker)``; ``seed=None`` uses the pipeline's
     seed. ``worker_seed`` (webdataset's hook, a zero-argument callable) replaces the rank and
-    worker part of the seed when given. Draws are always deterministic (``deterministic`` is
-    accepted for webdataset's signature; webdataset's default mixes in the clock).
+    worker part of the seed when given. Draws are deterministic by default;
+    ``deterministic=False`` draws from OS entropy, different on every run (webdataset's default).
     ``max_urls`` caps the URLs read from an iterator source. ``empty_check=False`` accepts an
     empty list (the stream is then empty). With ``replacement=False`` shards are drawn as a
     series of permutations, so every shard is visited once per cycle of ``len(urls)`` draws.
@@ -136,7 +137,11 @@ class ResampledShards(ShardSource):
 
     def iterate(self, world: World) -> Iterator[dict[str, Any]]:
         w = world if self.seed is None else World(**{**vars(world), "seed": self.seed})
-        if self.worker_seed is not None:
+        if not self.deterministic:
+            import random
+
+            rng = random.Random(os.urandom(16))  # webdataset's default: differs on every run
+        elif self.worker_seed is not None:
             rng = World(seed=w.seed, epoch=w.epoch, cycle=w.cycle).rng(
                 "resample", self.worker_seed(), per_rank=False, per_worker=False
             )
