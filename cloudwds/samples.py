@@ -73,6 +73,11 @@ def group_members(
                 if local_path is not None:
                     current["__local_path__"] = local_path
                 yield current
+                raise
+        if current is not None and len(current) > 2:
+            # The sample in hand was cut: not yielded, but kept on the error, so a handler that
+            # swallows it can still get the fields read so far (webdataset yields them).
+            exn.partial_sample = current  # type: ignore[attr-defined]
         raise
     if current is not None:
         if local_path is not None:

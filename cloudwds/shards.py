@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import random
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -70,16 +71,24 @@ class ShardSource(Stage):
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Iterated directly (outside a pipeline), each ``iter()`` is the next epoch, as webdataset's
+        sources count their own epochs; inside a pipeline the pipeline's epoch is used."""
         from .world import current_world
 
-        return self.iterate(current_world())
+        epoch = self.__dict__.get("_direct_epoch", 0)
+        self._direct_epoch = epoch + 1
+        return self.iterate(World(**{**vars(current_world()), "epoch": epoch}))
 
     def __len__(self) -> int:
         return len(self.urls)
 
 
 class SimpleShardList(ShardSource):
-    """Every URL once per epoch; with ``seed`` given, shuffled by ``(seed, epoch)``.
+    """Every URL once per epoch; with ``seed`` given, in ``random.Random(seed)``'s order.
+
+    As in webdataset, the seeded order is the same every epoch and on every rank (``seed=True``:
+    a fresh order each time); for a new permutation per epoch use ``WebDataset(shardshuffle=True)``
+    or a ``detshuffle`` stage.
 
     A string is brace-expanded (``"a-{0..9}.tar"``, ``"a.tar::b.tar"``, ``${VAR}`` from
     ``WDS_VAR``); a list is taken literally, as in webdataset.
@@ -91,10 +100,10 @@ class SimpleShardList(ShardSource):
 
     def iterate(self, world: World) -> Iterator[dict[str, Any]]:
         urls = list(self.urls)
-        if self.seed is not None:
-            World(seed=self.seed, epoch=world.epoch).rng(
-                "shards", per_rank=False, per_worker=False
-            ).shuffle(urls)
+        if self.seed is True:
+            random.Random(os.urandom(16)).shuffle(urls)
+        elif self.seed is not None:
+            random.Random(self.seed).shuffle(urls)
         for url in urls:
             yield self._item(url)
 

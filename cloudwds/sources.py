@@ -155,7 +155,11 @@ class _ShardExpander(Stage):
                     _read_to_end(opened)
             except CloudWdsError as exn:
                 COUNTERS.add("errors")
-                if handler(exn):
+                go_on = handler(exn)
+                partial = getattr(exn, "partial_sample", None)
+                if partial is not None:
+                    yield partial  # the handler swallowed the cut: hand out what was read, as webdataset
+                if go_on:
                     continue
                 return
             except Exception as exn:

@@ -399,10 +399,15 @@ class shuffle(Stage):
         self.rng = rng
 
     def apply(self, src, world):
+        if self.rng is not None:
+            # A caller-seeded generator (webdataset's parameter; timm and open_clip seed their
+            # own): follow webdataset's buffer algorithm draw for draw, so the same generator
+            # gives the same order as on webdataset.
+            return _shuffled_webdataset(
+                iter(src), self.bufsize, min(self.initial, self.bufsize), self.rng
+            )
         if self.bufsize <= 1:
             return iter(src)
-        if self.rng is not None:
-            rng = self.rng
         else:
             w = world if self.seed is None else World(**{**vars(world), "seed": self.seed})
             rng = w.rng("shuffle", self.bufsize)
@@ -434,6 +439,35 @@ def _shuffled(src: Iterator[Any], bufsize: int, initial: int, rng: random.Random
         yield sample
     rng.shuffle(buf)
     yield from buf
+
+
+def _shuffled_webdataset(
+    src: Iterator[Any], bufsize: int, initial: int, rng: random.Random
+) -> Iterator[Any]:
+    """webdataset's buffer shuffle: append (two per step while filling), then pick-and-pop.
+
+    A pick takes ``buf[k]`` for ``k = rng.randint(0, len(buf) - 1)`` and moves the last item
+    into its slot; the buffer is drained the same way at the end.
+    """
+    buf: list[Any] = []
+
+    def pick() -> Any:
+        k = rng.randint(0, len(buf) - 1)
+        sample = buf[k]
+        buf[k] = buf[-1]
+        buf.pop()
+        return sample
+
+    for sample in src:
+        buf.append(sample)
+        if len(buf) < bufsize:
+            extra = next(src, _END)
+            if extra is not _END:
+                buf.append(extra)
+        if len(buf) >= initial:
+            yield pick()
+    while buf:
+        yield pick()
 
 
 def default_collation_fn(

@@ -416,3 +416,29 @@ def test_directory_url_reads_a_directory_shard_list(tmp_path):
         "shard-000000.tar._done_",
         "shard-000001.tar._done_",
     ]
+
+
+def test_shuffle_with_a_callers_rng_gives_webdatasets_order():
+    import random
+
+    from webdataset.filters import _shuffle as reference
+
+    for bufsize, initial in ((50, 10), (500, 100), (1, 1)):
+        ours = list(wds.filters._shuffle(iter(range(300)), bufsize, initial, random.Random(7)))
+        theirs = list(reference(iter(range(300)), bufsize, initial, random.Random(7)))
+        assert ours == theirs
+    staged = wds.DataPipeline(range(100), wds.shuffle(20, 5, rng=random.Random(3)))
+    assert list(staged) == list(reference(iter(range(100)), 20, 5, random.Random(3)))
+
+
+def test_a_swallowed_truncation_hands_out_the_fields_read(tmp_path):
+    whole = tmp_path / "whole.tar"
+    write_tar(whole, [("a.cls", b"1"), ("a.bin", b"x" * 5000), ("b.cls", b"2")])
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:3000])  # inside a.bin
+    stopped = list(wds.tarfile_to_samples(handler=wds.ignore_and_stop)([str(cut)]))
+    assert [(s["__key__"], sorted(k for k in s if not k.startswith("__"))) for s in stopped] == [
+        ("a", ["cls"])
+    ]
+    with pytest.raises(wds.TruncatedShardError):
+        list(wds.tarfile_to_samples()([str(cut)]))

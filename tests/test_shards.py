@@ -39,13 +39,27 @@ def test_empty_url_list_is_an_error():
         wds.ResampledShards("")
 
 
-def test_simple_shard_list_seeded_shuffle_depends_on_epoch_only():
+def test_simple_shard_list_seeded_order_is_webdatasets():
+    # random.Random(seed)'s permutation, the same every epoch and on every rank (as webdataset)
+    import random
+
     source = wds.SimpleShardList(URLS, seed=3)
+    expected = list(URLS)
+    random.Random(3).shuffle(expected)
     e0 = urls_of(source, World(epoch=0))
-    assert sorted(e0) == URLS and e0 != URLS
+    assert e0 == expected and e0 != URLS
     assert urls_of(source, World(epoch=0, rank=1, world_size=4, worker=1, num_workers=2)) == e0
-    assert urls_of(source, World(epoch=1)) != e0
+    assert urls_of(source, World(epoch=1)) == e0
     assert urls_of(wds.SimpleShardList(URLS, seed=4), World(epoch=0)) != e0
+    source.seed = 17  # read at iteration time
+    assert urls_of(source) != e0
+
+
+def test_direct_iteration_counts_epochs():
+    source = wds.ResampledShards(URLS, nshards=5, seed=1)
+    first, second = [i["url"] for i in source], [i["url"] for i in source]
+    assert first != second
+    assert [i["url"] for i in wds.ResampledShards(URLS, nshards=5, seed=1)] == first
 
 
 def test_resampled_shards_with_replacement():
