@@ -219,6 +219,12 @@ class ExactEpochSource(Stage):
             COUNTERS.add("shards_opened")
             for sample in tar_samples(opened.stream, url, opened.local_path):
                 if count >= last:
+                    if self.storage.cache is not None and opened.local_path is None:
+                        # Other workers read the other pieces of this shard from the cached
+                        # copy: read on, so that its one download completes (a download that
+                        # nobody reads any more is cancelled).
+                        while opened.stream.read(1 << 20):
+                            pass
                     return
                 while ranges[r][1] <= count:
                     r += 1

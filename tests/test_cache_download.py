@@ -394,3 +394,36 @@ def test_file_size_limit_is_treated_like_a_full_disk(tmp_path: Path) -> None:
     assert child.stderr.count("no space left to cache") == 1
     assert f"no space left to cache {URL} (File too large)" in child.stderr
     assert leftovers(cache_dir) == []
+
+
+def test_a_reader_that_stops_just_before_the_end_finishes_the_download_before_close_returns(
+    tmp_path: Path,
+) -> None:
+    # A tar reader stops at the end-of-archive block, before the record padding: the shard is
+    # worth keeping, and publishing it (with its eviction pass) must not outlive the close.
+    data = payload(900_000, 8)
+    gate = threading.Event()
+    cache = ShardCache(tmp_path / "cache", cache_size=2_000_000)
+
+    class HeldTail(SizedStream):  # the last 10 KiB are held until the gate opens
+        def read(self, n: int = -1) -> bytes:
+            cut = len(self.data) - 10_240
+            if self.pos >= cut:
+                assert gate.wait(10)
+            elif n < 0 or self.pos + n > cut:
+                n = cut - self.pos
+            return super().read(n)
+
+    f = cache.open(URL, lambda: HeldTail(data, len(data)))
+    assert f.read(len(data) - 10_240) == data[:-10_240]
+    closing = threading.Thread(target=f.close, daemon=True)
+    closing.start()
+    closing.join(0.5)
+    assert closing.is_alive()  # the close waits for the tail, rather than cancel or leave it
+    assert not cache.contains(URL)
+    gate.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert cache.contains(URL)  # no wait(): the close itself saw the publication through
+    assert Path(cache.local_path(URL)).read_bytes() == data
+    assert cache.stats()["downloads"] == 1 and cache.stats()["cancelled"] == 0

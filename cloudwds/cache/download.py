@@ -69,6 +69,12 @@ CHUNK_SIZE = 256 * 1024
 
 READ_BUFFER = 1 << 20
 
+TAIL_GRACE = 1 << 20
+"""A download whose last reader closes with at most this much left to fetch is finished, not
+cancelled: a tar reader stops at the end-of-archive block, before the record padding, and the
+shard it read is worth keeping. The close then waits for the publication (a moment), so even
+this tail never outlives the iteration."""
+
 
 DISK_FULL = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # EFBIG: RLIMIT_FSIZE or the file system's limit
@@ -161,6 +167,7 @@ class Download:
         self._stopped_early = False  # the file ends before the data does (disk full)
         self._readers = 0
         self._keepers = 1 if kept else 0
+        self._expected = _expected_size(stream)
         self._done = threading.Event()
         os.makedirs(os.path.dirname(final_path), exist_ok=True)
         self._temp_path: str | None = make_temp_path(final_path)
@@ -189,11 +196,23 @@ class Download:
             return not self._committing or self._finished
 
     def _release_reader(self) -> None:
+        """A reader closed; the last one out cancels an unfinished copy (or finishes its tail)."""
         with self._cond:
             self._readers -= 1
-            self._cancel_if_unwanted()
+            nearly_done = (
+                self._expected is not None
+                and self._expected - self.written <= TAIL_GRACE
+                and not self._stopped_early
+            )
+            if self._readers == 0 and self._keepers == 0 and nearly_done:
+                finish = not (self._finished or self._cancelled)
+            else:
+                finish = False
+                self._cancel_if_unwanted()
         if self._relay is not None and self._readers == 0:
             self._relay.close()
+        if finish:
+            self._done.wait()  # publish and evict now, not after the caller has moved on
 
     def _cancel_if_unwanted(self) -> None:
         """With ``_cond`` held: nobody reads or keeps it and it is still copying: stop now."""
@@ -247,7 +266,7 @@ class Download:
             self._done.set()
 
     def _copy(self) -> None:
-        expected = _expected_size(self._stream)
+        expected = self._expected
         while not self._cancelled:
             chunk = self._stream.read(CHUNK_SIZE)
             if not chunk:
