@@ -90,9 +90,11 @@ def tar_samples(
     url: str | None,
     local_path: str | None = None,
     bufsize: int = DEFAULT_BUFSIZE,
+    max_member_size: int | None = None,
 ) -> Iterator[Sample]:
-    """All samples of one tar stream."""
-    return group_members(iter_members(stream, url, bufsize=bufsize), url, local_path)
+    """All samples of one tar stream; ``max_member_size`` as in :func:`~cloudwds.tario.iter_members`."""
+    members = iter_members(stream, url, bufsize=bufsize, max_member_size=max_member_size)
+    return group_members(members, url, local_path)
 
 
 class _RawAdapter(io.RawIOBase):

@@ -339,24 +339,27 @@ def _read_exact(read, n: int, url, name) -> bytes:
 def _read_growing(read, readinto, head: bytes, size: int, url, name) -> bytes:
     """Read a member of ``size`` bytes whose first bytes are ``head``, allocating as data arrives.
 
-    The buffer at most doubles per step (and never grows past ``_READ_AHEAD`` ahead of what
-    arrived), so a header that lies about its size costs memory in proportion to the bytes that
-    really follow. ``BytesIO.getvalue()`` hands its buffer over without a copy.
+    With ``readinto`` (real files) the data goes straight into the buffer, which grows to at
+    most twice (or ``_READ_AHEAD`` beyond) what has arrived; otherwise pieces of at most
+    ``_READ_AHEAD`` are appended. Either way a header that lies about its size costs memory in
+    proportion to the bytes that really follow. ``BytesIO.getvalue()`` hands its buffer over
+    without a copy.
     """
     out = io.BytesIO()
     out.write(head)
-    got = len(head)
+    got = cap = len(head)
     while got < size:
-        want = min(size - got, max(got, _READ_AHEAD))
-        if readinto is None:
-            chunk = read(want)
+        if readinto is None:  # pieces are copied into ``out``: keep them small
+            chunk = read(min(size - got, _READ_AHEAD))
             if not chunk:
                 raise TruncatedShardError("tar stream ended inside a member's data", url, name)
             out.write(chunk)
             got += len(chunk)
             continue
-        if out.getbuffer().nbytes < got + want:
-            out.seek(got + want - 1)
+        want = min(size - got, max(got, _READ_AHEAD))
+        if cap < got + want:
+            cap = got + want
+            out.seek(cap - 1)
             out.write(b"\0")  # grow the buffer to receive the next piece
         with out.getbuffer() as view, view[got : got + want] as part:
             n = readinto(part)
