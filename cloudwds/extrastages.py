@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from fnmatch import fnmatch
 from typing import Any, TextIO
 
+from .buffers import _shuffled
 from .errors import MissingKeyError
-from .stages import PipelineStage, Stage, _shuffled
+from .stagebase import PipelineStage, Stage
 from .world import World, current_world
 
 

@@ -4,7 +4,9 @@ Each public name (``shuffle(1000)``, ``map(f)``) returns a small :class:`Stage` 
 without closures (DataLoader with ``spawn``), prints readably, and is applied to an iterator with
 ``stage(src)``. Inside a :class:`~cloudwds.pipeline.DataPipeline`, stages receive the iteration's
 :class:`~cloudwds.world.World` (epoch, rank, worker, seed) through :meth:`Stage.apply`, which is
-how random stages get stable, per-epoch seeds without any global state.
+how random stages get stable, per-epoch seeds without any global state. The protocol lives in
+:mod:`cloudwds.stagebase`, the buffering stages (shuffle, batched, unbatched) in
+:mod:`cloudwds.buffers`; both are re-exported here.
 
 Error policy: stages that run user code or decoders take ``handler`` (see
 :mod:`cloudwds.handlers`); it decides whether a failing sample is skipped or ends the stream.
@@ -14,60 +16,22 @@ from __future__ import annotations
 
 import builtins
 import itertools
-import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
+from .buffers import _shuffled as _shuffled
+from .buffers import _shuffled_webdataset as _shuffled_webdataset
+from .buffers import batched as batched
+from .buffers import default_collation_fn as default_collation_fn
+from .buffers import shuffle as shuffle
+from .buffers import unbatched as unbatched
 from .errors import MissingKeyError
 from .handlers import Handler, reraise_exception
-from .world import World, current_world
-
-
-class Stage:
-    """Base class: ``apply(src, world)`` does the work; ``__call__(src)`` uses the caller's world."""
-
-    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:
-        raise NotImplementedError
-
-    def __call__(self, src: Iterable[Any]) -> Iterator[Any]:
-        return self.apply(src, current_world())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({fields})"
-
-
-class PipelineStage:
-    """webdataset's base class for stages written as objects: subclasses define ``run(src)``.
-
-    Client code (open_clip's and timm's ``detshuffle2``) subclasses it and relies on
-    :class:`~cloudwds.pipeline.DataPipeline` calling ``run(src)`` — or ``run()`` when the object
-    is the pipeline's source. ``invoke`` is webdataset's older name for the same call.
-    """
-
-    def run(self, *args: Any, **kw: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must define run(src)")
-
-    def invoke(self, *args: Any, **kw: Any) -> Any:
-        return self.run(*args, **kw)
-
-
-def apply_stage(stage: Callable[..., Any], src: Iterable[Any], world: World) -> Iterator[Any]:
-    """Apply a :class:`Stage` with the world, a :class:`PipelineStage` through ``run(src)``,
-    or any plain ``iterator -> iterator`` callable."""
-    if isinstance(stage, Stage):
-        return stage.apply(src, world)
-    if isinstance(stage, PipelineStage):
-        return stage.run(src)
-    return stage(src)
-
-
-def _handle(handler: Handler, exn: BaseException) -> bool:
-    """True: skip and continue; False: stop. Re-raises when the handler does."""
-    return bool(handler(exn))
-
+from .stagebase import PipelineStage as PipelineStage
+from .stagebase import Stage as Stage
+from .stagebase import _handle
+from .stagebase import apply_stage as apply_stage
+from .world import World as World
 
 # ------------------------------------------------------------------------------------------
 # per-sample functions
@@ -370,207 +334,6 @@ class slice(Stage):  # noqa: A001 - webdataset's public name
 
     def apply(self, src, world):
         return itertools.islice(src, *self.args)
-
-
-# ------------------------------------------------------------------------------------------
-# buffering stages
-# ------------------------------------------------------------------------------------------
-
-
-class shuffle(Stage):
-    """Shuffle with a buffer of ``bufsize`` samples, starting to yield once ``initial`` are held.
-
-    The random generator is derived from ``(seed, epoch, rank, worker)`` (see
-    :class:`~cloudwds.world.World`); an explicit ``seed`` here replaces the pipeline's seed for
-    this stage, ``rng`` (a :class:`random.Random`) overrides both. ``bufsize <= 1`` is a no-op.
-    """
-
-    def __init__(
-        self,
-        bufsize: int = 1000,
-        initial: int = 100,
-        rng: random.Random | None = None,
-        seed: int | None = None,
-        handler: Handler | None = None,
-    ):
-        self.bufsize = bufsize
-        self.initial = initial
-        self.seed = seed
-        self.rng = rng
-
-    def apply(self, src, world):
-        if self.rng is not None:
-            # A caller-seeded generator (webdataset's parameter; timm and open_clip seed their
-            # own): follow webdataset's buffer algorithm draw for draw, so the same generator
-            # gives the same order as on webdataset.
-            return _shuffled_webdataset(
-                iter(src), self.bufsize, min(self.initial, self.bufsize), self.rng
-            )
-        if self.bufsize <= 1:
-            return iter(src)
-        else:
-            w = world if self.seed is None else World(**{**vars(world), "seed": self.seed})
-            rng = w.rng("shuffle", self.bufsize)
-        return _shuffled(iter(src), self.bufsize, min(self.initial, self.bufsize), rng)
-
-
-_END = object()
-
-
-def _shuffled(src: Iterator[Any], bufsize: int, initial: int, rng: random.Random) -> Iterator[Any]:
-    """Buffer shuffle: hold ``initial`` samples before the first yield, then grow to ``bufsize``.
-
-    While the buffer is not full, each step pulls two samples and yields one, so the buffer
-    grows by one per yield (as webdataset's); once full, each sample in replaces one out.
-    """
-    buf: list[Any] = []
-    randrange = rng.randrange
-    initial = max(initial, 1)
-    for sample in src:
-        if len(buf) < bufsize:
-            extra = next(src, _END)
-            if extra is not _END:
-                buf.append(extra)
-        if len(buf) < initial:
-            buf.append(sample)
-            continue
-        i = randrange(len(buf))
-        buf[i], sample = sample, buf[i]
-        yield sample
-    rng.shuffle(buf)
-    yield from buf
-
-
-def _shuffled_webdataset(
-    src: Iterator[Any], bufsize: int, initial: int, rng: random.Random
-) -> Iterator[Any]:
-    """webdataset's buffer shuffle: append (two per step while filling), then pick-and-pop.
-
-    A pick takes ``buf[k]`` for ``k = rng.randint(0, len(buf) - 1)`` and moves the last item
-    into its slot; the buffer is drained the same way at the end.
-    """
-    buf: list[Any] = []
-
-    def pick() -> Any:
-        k = rng.randint(0, len(buf) - 1)
-        sample = buf[k]
-        buf[k] = buf[-1]
-        buf.pop()
-        return sample
-
-    for sample in src:
-        buf.append(sample)
-        if len(buf) < bufsize:
-            extra = next(src, _END)
-            if extra is not _END:
-                buf.append(extra)
-        if len(buf) >= initial:
-            yield pick()
-    while buf:
-        yield pick()
-
-
-def default_collation_fn(
-    samples: Sequence[Any], combine_tensors: bool = True, combine_scalars: bool = True
-) -> Any:
-    """Collate tuples (or dicts) column-wise: numbers → ndarray, arrays → stacked, tensors → stacked.
-
-    Tuples and lists give a tuple of columns, dicts a dict of columns; any other sample (a
-    number, an array) is a single column.
-    """
-    first = samples[0]
-    if isinstance(first, dict):
-        keys = list(first.keys())
-        return {
-            k: _combine([s[k] for s in samples], combine_tensors, combine_scalars) for k in keys
-        }
-    if isinstance(first, (tuple, list)):
-        columns = list(zip(*samples, strict=True))
-        return tuple(_combine(list(c), combine_tensors, combine_scalars) for c in columns)
-    # bare samples (numbers, arrays, tensors): the batch is one column
-    return _combine(list(samples), combine_tensors, combine_scalars)
-
-
-def _combine(column: list[Any], combine_tensors: bool, combine_scalars: bool) -> Any:
-    first = column[0]
-    if isinstance(first, (int, float)):
-        return np.array(column) if combine_scalars else column
-    if isinstance(first, np.ndarray):
-        if combine_tensors:
-            _check_shapes(column)
-            return np.stack(column)
-        return column
-    if type(first).__module__.startswith("torch") and hasattr(first, "shape"):
-        if combine_tensors:
-            import torch
-
-            _check_shapes(column)
-            return torch.stack(column)
-        return column
-    if isinstance(first, np.generic):
-        return np.array(column) if combine_scalars else column
-    return column
-
-
-def _check_shapes(column: list[Any]) -> None:
-    shapes = {tuple(x.shape) for x in column}
-    if len(shapes) != 1:
-        raise ValueError(f"cannot collate arrays of different shapes: {sorted(shapes)}")
-
-
-class batched(Stage):
-    """Group samples into batches of ``batchsize`` collated by ``collation_fn``.
-
-    ``partial=False`` drops a last, smaller batch. ``collation_fn=None`` yields plain lists.
-    """
-
-    def __init__(
-        self,
-        batchsize: int = 20,
-        collation_fn: Callable[[list[Any]], Any] | None = default_collation_fn,
-        partial: bool = True,
-    ):
-        if batchsize < 1:
-            raise ValueError(f"batchsize must be >= 1, got {batchsize}")
-        self.batchsize = batchsize
-        self.collation_fn = collation_fn
-        self.partial = partial
-
-    def apply(self, src, world):
-        n = self.batchsize
-        collate = self.collation_fn
-        it = iter(src)
-        while True:
-            batch = list(itertools.islice(it, n))
-            if not batch or (len(batch) < n and not self.partial):
-                return
-            yield collate(batch) if collate is not None else batch
-            if len(batch) < n:
-                return
-
-
-class unbatched(Stage):
-    """Split batches back into samples: tuples/lists of columns → tuples, dicts of columns → dicts.
-
-    Lists count as columns because the DataLoader's ``default_convert`` turns tuples into lists.
-    A bare array or tensor (a batch of bare samples) is split into its rows.
-    """
-
-    def apply(self, src, world):
-        for batch in src:
-            if isinstance(batch, (tuple, list)):
-                yield from zip(*batch, strict=True)
-            elif isinstance(batch, dict):
-                keys = list(batch.keys())
-                lengths = {len(batch[k]) for k in keys}
-                if len(lengths) != 1:
-                    raise ValueError(f"unbatched: columns have different lengths {sorted(lengths)}")
-                for i in range(lengths.pop()):
-                    yield {k: batch[k][i] for k in keys}
-            elif hasattr(batch, "shape") and len(batch.shape) > 0:
-                yield from batch  # a stacked array or tensor: rows
-            else:
-                raise TypeError(f"unbatched: cannot split a {type(batch).__name__}")
 
 
 class compose_fn(Stage):
