@@ -91,15 +91,10 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
             return None
         # A webdataset submodule cloudwds does not have stays a ModuleNotFoundError naming the
         # webdataset module, exactly as a missing module would be.
-        if real not in sys.modules and importlib.util.find_spec(real) is None:
+        found = importlib.util.find_spec(real)  # imports the parent package, not the module
+        if found is None:
             return None
-        module = sys.modules.get(real)
-        spec = getattr(module, "__spec__", None) if module is not None else None
-        is_package = (
-            spec.submodule_search_locations is not None
-            if spec is not None
-            else hasattr(module, "__path__")
-        )
+        is_package = found.submodule_search_locations is not None
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(real), is_package=is_package)
 
 

@@ -82,6 +82,10 @@ def test_alias_gives_cloudwds_module_objects(tmp_path: Path) -> None:
                 import webdataset.no_such_module
             except ModuleNotFoundError as exc:
                 print("missing", exc.name)
+            import webdataset.cache.download  # a subpackage's module, through the alias
+            import cloudwds.cache
+            print("package", webdataset.cache is cloudwds.cache,
+                  sys.modules["webdataset.cache.download"] is cloudwds.cache.download)
             print("shim_first", sys.path[0] == cloudwds.as_webdataset.shim_path())
             print("is_installed", cloudwds.as_webdataset.is_installed())
             """,
@@ -94,6 +98,7 @@ def test_alias_gives_cloudwds_module_objects(tmp_path: Path) -> None:
     assert "names True True" in lines
     assert "pickle True True" in lines
     assert "missing webdataset.no_such_module" in lines
+    assert "package True True" in lines
     assert "shim_first True" in lines
     assert "is_installed True" in lines
     # One info line per process, however often the opt-in is called.
