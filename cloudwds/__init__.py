@@ -64,7 +64,8 @@ from .index import Manifest, build_index, find_index, load_index
 from .loader import WebLoader
 from .mix import RandomMix, RoundRobin
 from .offline import map_shards, process_shard
-from .pipeline import DataPipeline, FluidInterface, WebDataset
+from .dataset import WebDataset
+from .pipeline import DataPipeline, FluidInterface
 from .resume import gather_states
 from .security import torch_loads
 from .shardlists import DirectoryShardList, MultiShardSample, resampled, shardspec

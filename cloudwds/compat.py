@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .dataset import WebDataset, _check_empty
 from .loader import WebLoader
-from .pipeline import DataPipeline, FluidInterface, WebDataset, _check_empty
+from .pipeline import DataPipeline, FluidInterface
 
 __all__ = ["FluidInterface", "FluidWrapper", "Processor", "WebDataset", "WebLoader", "check_empty"]
 

@@ -16,19 +16,15 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import stages as st
 from .epochs import EpochCounter
 from .handlers import Handler, reraise_exception
 from .resume import StatefulItem, normalize
-from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
-from .sources import tarfile_to_samples
 from .stages import PipelineStage, Stage, apply_stage
 from .stats import COUNTERS, with_rates
-from .storage import StorageConfig
 from .world import World, current_world, default_seed
 
 log = logging.getLogger("cloudwds")
@@ -436,211 +432,11 @@ def _coords(world: World) -> dict[str, int]:
     }
 
 
-class _ShuffleShards(Stage):
-    """Permute the shard list by ``(seed, epoch)`` — identical on every rank and worker."""
+def __getattr__(name: str) -> Any:
+    # ``WebDataset`` lives in cloudwds.dataset (it builds on DataPipeline); imported lazily so
+    # ``from cloudwds.pipeline import WebDataset`` keeps working without an import cycle.
+    if name == "WebDataset":
+        from .dataset import WebDataset
 
-    def apply(self, src, world):
-        items = list(src)
-        world.rng("shardshuffle", per_rank=False, per_worker=False).shuffle(items)
-        return iter(items)
-
-    def __repr__(self) -> str:
-        return "shardshuffle()"  # webdataset code finds this stage by "shuffle" in str(stage)
-
-
-class _WarnIfEmpty(Stage):
-    """Log once when this rank/worker got no shards, instead of failing deep inside a worker."""
-
-    def apply(self, src, world):
-        empty = True
-        for item in src:
-            empty = False
-            yield item
-        if empty:
-            log.warning(
-                "rank %d/%d worker %d/%d received no shards (fewer shards than ranks x workers)",
-                world.rank,
-                world.world_size,
-                world.worker,
-                world.num_workers,
-            )
-
-
-def _check_empty(src: Iterable[Any]) -> Iterator[Any]:
-    """``empty_check=True``: an iteration that yields no sample at all is an error (webdataset)."""
-    empty = True
-    for sample in src:
-        empty = False
-        yield sample
-    if empty:
-        raise ValueError(
-            "No samples found in dataset; perhaps you have fewer shards than workers.\n"
-            "Turn off using empty_check=False in the WebDataset constructor."
-        )
-
-
-def _is_directory_url(urls: Any) -> bool:
-    """webdataset reads a local directory URL ending in ``/`` as a :class:`DirectoryShardList`.
-
-    The directory is a queue that producers add shards to; iteration waits for new shards.
-    """
-    return isinstance(urls, str) and urls.endswith("/") and os.path.isdir(urls)
-
-
-class WebDataset(DataPipeline):
-    """The fluent dataset: ``WebDataset(urls).shuffle(1000).decode("rgb").to_tuple("png", "json")``.
-
-    Shards are split by rank (``RANK``/``WORLD_SIZE`` or ``torch.distributed``) and then by
-    DataLoader worker by default. ``shardshuffle=True`` (or any number) permutes the shard list
-    each epoch with the same permutation on every rank; ``resampled=True`` draws shards at
-    random forever (combine with ``.with_epoch(n)``). Storage arguments (``storage_options``,
-    ``cache_dir``, ``cache_size``, ``prefetch``, ``rewrites``) are resolved once here, explicit
-    values winning over ``WDS_*`` environment variables.
-    """
-
-    def __init__(
-        self,
-        urls: str | Iterable[str],
-        handler: Handler = reraise_exception,
-        mode: str | None = None,
-        resampled: bool = False,
-        repeat: bool = False,
-        shardshuffle: bool | int | None = None,
-        cache_size: int | str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        url_to_name: Callable[[str], str] | None = None,
-        detshuffle: bool = False,
-        nodesplitter: Callable[..., Any] | None = split_by_node,
-        workersplitter: Callable[..., Any] | None = split_by_worker,
-        select_files: Callable[[str], bool] | None = None,
-        rename_files: Callable[[str], str] | None = None,
-        empty_check: bool | None = None,
-        verbose: bool = False,
-        seed: int | None = None,
-        *,
-        storage_options: Mapping[str, Any] | None = None,
-        prefetch: int | None = None,
-        rewrites: Any = None,
-        exact_epoch: bool = False,
-        remainder: str = "balance",
-        batch_size: int | None = None,
-        index: Any = None,
-        allow_pipe: bool = False,
-        **storage_kwargs: Any,
-    ):
-        # webdataset's positional order up to ``seed``; ``url_to_name`` (cache file naming),
-        # ``detshuffle`` (cloudwds shard shuffles are always deterministic) and ``verbose`` are
-        # accepted for it and have no effect: the cache is laid out by full URL.
-        del url_to_name, detshuffle, verbose
-        if mode == "resampled":
-            resampled = True
-        elif mode not in (None, "resampled"):
-            raise ValueError(f"mode={mode!r}: only None and 'resampled' are supported")
-        super().__init__(seed=seed)
-        storage = StorageConfig.resolve(
-            storage_options=storage_options,
-            cache_dir=cache_dir,
-            cache_size=cache_size,
-            rewrites=rewrites,
-            prefetch=prefetch,
-            **storage_kwargs,
-        )
-        self.storage = storage
-        from .spec import MixedSource, is_spec_url
-
-        if is_spec_url(urls):
-            self.pipeline.append(
-                MixedSource(
-                    os.fspath(urls),  # type: ignore[arg-type]
-                    handler=handler,
-                    storage=storage,
-                    resampled=True if resampled else None,
-                    shardshuffle=bool(shardshuffle),
-                    nodesplitter=nodesplitter,
-                    workersplitter=workersplitter,
-                    allow_pipe=allow_pipe,
-                )
-            )
-        elif exact_epoch:
-            if resampled:
-                raise ValueError("exact_epoch=True and resampled=True exclude each other")
-            from .exact import ExactEpochSource, shard_counts
-            from .urls import expand_urls
-
-            shard_urls = expand_urls(urls)
-            self.pipeline.append(
-                ExactEpochSource(
-                    shard_urls,
-                    shard_counts(shard_urls, storage, index),
-                    storage,
-                    remainder=remainder,
-                    shuffle=shardshuffle is None or bool(shardshuffle),
-                    batch_size=batch_size or 1,
-                    handler=handler,
-                )
-            )
-            self._auto_batch = batch_size is None
-        elif resampled:
-            self.pipeline.append(ResampledShards(urls, seed=self.seed, storage=storage))
-        elif _is_directory_url(urls):
-            from .shardlists import DirectoryShardList
-
-            # a work queue: each shard is claimed once and renamed to ``*._done_`` when read
-            self.pipeline.append(DirectoryShardList(os.fspath(urls), mode="keep"))  # type: ignore[arg-type]
-        else:
-            self.pipeline.append(SimpleShardList(urls, storage=storage))
-            if shardshuffle:
-                self.pipeline.append(_ShuffleShards())
-            if nodesplitter is not None:
-                self.pipeline.append(nodesplitter)
-            if workersplitter is not None:
-                self.pipeline.append(workersplitter)
-            if empty_check is None:
-                self.pipeline.append(_WarnIfEmpty())
-        if not is_spec_url(urls) and not exact_epoch:
-            self.pipeline.append(
-                tarfile_to_samples(
-                    handler=handler,
-                    select_files=select_files,
-                    rename_files=rename_files,
-                    storage=storage,
-                )
-            )
-        if empty_check:
-            self.pipeline.append(_check_empty)
-        if repeat:
-            self.repetitions = None
-
-    # -- exact-epoch mode: the source does the shuffling and knows the batch size -------------
-    _auto_batch = False
-
-    def exact_source(self) -> Any:
-        from .exact import ExactEpochSource
-
-        source = self.pipeline[0] if self.pipeline else None
-        return source if isinstance(source, ExactEpochSource) else None
-
-    def _with_source(self, **changes: Any) -> WebDataset:
-        new = self._copy()
-        source = copy.copy(new.pipeline[0])
-        for key, value in changes.items():
-            setattr(source, key, value)
-        new.pipeline[0] = source
-        return new  # type: ignore[return-value]
-
-    def shuffle(self, bufsize: int = 1000, initial: int = 100, **kw: Any) -> Any:
-        """Shuffle with a buffer of ``bufsize`` samples.
-
-        In exact-epoch mode the source itself delivers each window of ``bufsize`` samples in a
-        seeded random order instead (same memory as a buffer, and resumable by position).
-        """
-        if self.exact_source() is not None:
-            return self._with_source(window=max(1, int(bufsize)))
-        return super().shuffle(bufsize, initial, **kw)
-
-    def batched(self, batchsize: int, *args: Any, **kw: Any) -> Any:
-        """Batches of ``batchsize``; in exact-epoch mode also balances the batch counts."""
-        new = super().batched(batchsize, *args, **kw)
-        if new.exact_source() is not None and self._auto_batch:
-            new = new._with_source(batch_size=int(batchsize))
-        return new
+        return WebDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
