@@ -58,6 +58,8 @@ _DIRECT_READ = 256 * 1024
 # The most bytes allocated for a member before they have arrived. Larger members grow their
 # buffer (at most doubling it) as data comes in, so a lying size field costs no memory.
 _READ_AHEAD = 16 << 20
+# Streams without ``readinto`` deliver large members in pieces of at most this size.
+_READ_PIECE = 4 << 20
 # After a large member, refill with a small read: the next large member's data would otherwise
 # be read twice (into the shared buffer, then again by its own read after seeking back).
 _REFILL_AFTER_LARGE = 64 * 1024
@@ -241,12 +243,12 @@ def iter_members(
             last_name = name
 
             if typeflag in _REGULAR:
+                if size > limit:
+                    raise _too_large(size, limit, url, _at(name, base + pos - BLOCK))
                 if padded <= len(buf) - pos:  # the common case: data already buffered
                     data = buf[pos : pos + size]
                     pos += padded
                 else:
-                    if size > limit:
-                        raise _too_large(size, limit, url, _at(name, base + pos - BLOCK))
                     start = base + pos
                     data, buf, pos = _take(
                         read, readinto, buf, pos, size, padded, bufsize, url, name, seek
@@ -339,30 +341,29 @@ def _read_exact(read, n: int, url, name) -> bytes:
 def _read_growing(read, readinto, head: bytes, size: int, url, name) -> bytes:
     """Read a member of ``size`` bytes whose first bytes are ``head``, allocating as data arrives.
 
-    With ``readinto`` (real files) the data goes straight into the buffer, which grows to at
-    most twice (or ``_READ_AHEAD`` beyond) what has arrived; otherwise pieces of at most
-    ``_READ_AHEAD`` are appended. Either way a header that lies about its size costs memory in
-    proportion to the bytes that really follow. ``BytesIO.getvalue()`` hands its buffer over
-    without a copy.
+    The member's buffer grows to at most twice (or ``_READ_AHEAD`` beyond) what has arrived,
+    so a header that lies about its size costs memory in proportion to the bytes that really
+    follow, and a true member costs about its size: with ``readinto`` (real files) the data goes
+    straight into the buffer, otherwise in pieces of ``_READ_PIECE`` bytes copied into it.
+    ``BytesIO.getvalue()`` hands the buffer over without a copy.
     """
     out = io.BytesIO()
     out.write(head)
     got = cap = len(head)
     while got < size:
-        if readinto is None:  # pieces are copied into ``out``: keep them small
-            chunk = read(min(size - got, _READ_AHEAD))
-            if not chunk:
-                raise TruncatedShardError("tar stream ended inside a member's data", url, name)
-            out.write(chunk)
-            got += len(chunk)
-            continue
         want = min(size - got, max(got, _READ_AHEAD))
         if cap < got + want:
             cap = got + want
             out.seek(cap - 1)
             out.write(b"\0")  # grow the buffer to receive the next piece
-        with out.getbuffer() as view, view[got : got + want] as part:
-            n = readinto(part)
+        if readinto is not None:
+            with out.getbuffer() as view, view[got : got + want] as part:
+                n = readinto(part)
+        else:
+            chunk = read(min(want, _READ_PIECE))
+            out.seek(got)
+            out.write(chunk)
+            n = len(chunk)
         if not n:
             raise TruncatedShardError("tar stream ended inside a member's data", url, name)
         got += n

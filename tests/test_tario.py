@@ -8,12 +8,20 @@ import os
 import random
 import subprocess
 import tarfile
+import tracemalloc
 
 import pytest
 from conftest import tar_bytes, write_tar
 
-from cloudwds.errors import ShardError, TarFormatError, TruncatedShardError
-from cloudwds.tario import BLOCK, TarStreamWriter, iter_members
+from cloudwds.errors import MemberTooLargeError, ShardError, TarFormatError, TruncatedShardError
+from cloudwds.tario import (
+    BLOCK,
+    DEFAULT_MAX_MEMBER_SIZE,
+    TarStreamWriter,
+    gunzip_member,
+    iter_members,
+    resolve_max_member_size,
+)
 
 
 def read_all(data: bytes, url: str | None = "mem.tar", **kw) -> list[tuple[str, bytes]]:
@@ -453,3 +461,245 @@ def test_tar_stream_writer_output_reads_everywhere(tmp_path):
 
 def test_errors_are_shard_errors():
     assert issubclass(TarFormatError, ShardError) and issubclass(TruncatedShardError, ShardError)
+
+
+# -- hostile and damaged input (issue 10) ------------------------------------------------------
+
+
+def pax_header(body: bytes) -> bytes:
+    """A pax extended header block with ``body`` as its records, padded."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = len(body)
+    return info.tobuf(format=tarfile.USTAR_FORMAT) + body + bytes(-len(body) % BLOCK)
+
+
+def with_size_field(data: bytes, header: int, field: bytes) -> bytes:
+    """``data`` with the size field of the header at offset ``header`` replaced (checksum fixed)."""
+    out = bytearray(data)
+    out[header + 124 : header + 136] = field.ljust(12, b"\0")
+    out[header + 148 : header + 156] = b"        "
+    out[header + 148 : header + 156] = b"%06o\0 " % sum(out[header : header + BLOCK])
+    return bytes(out)
+
+
+TWO = [("a.txt", b"hello"), ("b.txt", b"world")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"0 path=a.txt\n",  # length 0 never advanced: an endless loop before
+        b"5 path=a.txt\n",  # shorter than its own prefix
+        b"99999 path=a.txt\n",  # longer than the header
+        b"13 path=a.txt",  # no newline
+        b"-13 path=a.txt\n",
+        b"xx path=a.txt\n",
+        b"12 noequals\n",
+        b"13 size=-5\n",
+        b"14 size=abc\n",
+    ],
+)
+def test_malformed_pax_records_fail_typed_and_terminate(body):
+    data = pax_header(body) + tar_bytes(TWO)
+    with pytest.raises(TarFormatError, match="pax") as info:
+        read_all(data, url="p.tar")
+    assert info.value.url == "p.tar"
+    assert info.value.member == "<header at offset 0>"  # nothing read before it
+    # after a member, the error names that member
+    data = tar_bytes(TWO)[:1024] + pax_header(body) + tar_bytes(TWO)[1024:]
+    with pytest.raises(TarFormatError, match="pax") as info:
+        read_all(data, url="p.tar")
+    assert info.value.member == "a.txt"
+
+
+def test_pax_padding_and_unknown_keys_are_fine():
+    body = b"20 mtime=1700000000\n" + b"20 path=renamed.txt\n" + bytes(30)
+    data = pax_header(body) + tar_bytes([("a.txt", b"hello")])
+    assert read_all(data) == [("renamed.txt", b"hello")]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"-0001000", b"-1", b"\xff" * 12, b"\xfe" + bytes(11), b"abcdefghijk", b"9999", b"0x10"],
+)
+def test_negative_and_garbage_sizes_fail_typed_naming_the_member(field):
+    data = with_size_field(tar_bytes(TWO), BLOCK * 2, field)  # the header of b.txt
+    got = []
+    with pytest.raises(TarFormatError, match="bad size field") as info:
+        for member in iter_members(io.BytesIO(data), "s.tar"):
+            got.append(member)
+    assert got == [("a.txt", b"hello")]
+    assert (info.value.url, info.value.member) == ("s.tar", "b.txt")
+    assert "offset 1024" in str(info.value)
+
+
+def test_huge_claimed_size_is_refused_before_reading():
+    data = with_size_field(tar_bytes(TWO), 0, b"\x80" + (10**12).to_bytes(11, "big"))
+    with pytest.raises(MemberTooLargeError, match="WDS_MAX_MEMBER_SIZE") as info:
+        read_all(data, url="h.tar")
+    assert (info.value.url, info.value.member) == ("h.tar", "a.txt")
+    assert isinstance(info.value, ShardError)
+
+
+def test_lying_size_allocates_only_what_arrives(tmp_path):
+    # 6 GiB claimed (under the default limit), 1 KiB present: a truncation, not a 6 GiB buffer.
+    data = with_size_field(tar_bytes(TWO), 0, b"\x80" + (6 << 30).to_bytes(11, "big"))
+    path = tmp_path / "lie.tar"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        for stream in (io.BytesIO(data), open(path, "rb", buffering=0)):
+            with stream, pytest.raises(TruncatedShardError) as info:
+                list(iter_members(stream, "lie.tar"))
+            assert info.value.member == "a.txt"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 << 20
+
+
+def test_max_member_size_argument_and_environment(monkeypatch):
+    data = tar_bytes([("a.txt", b"x" * 2000), ("b.txt", b"y" * 100)])
+    with pytest.raises(MemberTooLargeError) as info:
+        read_all(data, url="m.tar", max_member_size=1000)
+    assert info.value.member == "a.txt" and "1000" in str(info.value)
+    monkeypatch.setenv("WDS_MAX_MEMBER_SIZE", "1K")
+    assert resolve_max_member_size() == 1024
+    with pytest.raises(MemberTooLargeError):
+        read_all(data)
+    assert len(read_all(data, max_member_size=4096)) == 2  # the argument wins
+    monkeypatch.setenv("WDS_MAX_MEMBER_SIZE", "lots")
+    with pytest.raises(ValueError, match="WDS_MAX_MEMBER_SIZE"):
+        read_all(data)
+    monkeypatch.delenv("WDS_MAX_MEMBER_SIZE")
+    assert resolve_max_member_size() == DEFAULT_MAX_MEMBER_SIZE == 8 << 30
+    assert resolve_max_member_size("2G") == 2 << 30
+    with pytest.raises(ValueError):
+        resolve_max_member_size(0)
+
+
+def test_members_larger_than_read_ahead_grow_with_the_data(tmp_path):
+    big = random.Random(11).randbytes(3 * (16 << 20) + 12345)  # several growth steps
+    members = [("a.bin", b"a"), ("big.bin", big), ("z.bin", b"z")]
+    data = tar_bytes(members)
+    path = tmp_path / "big.tar"
+    path.write_bytes(data)
+    with open(path, "rb", buffering=0) as f:  # readinto straight into the buffer
+        assert list(iter_members(f, "big.tar")) == members
+    with open(path, "rb") as f:  # a BufferedReader
+        assert list(iter_members(f, "big.tar")) == members
+    assert list(iter_members(Trickle(data, 5_000_000), "t")) == members  # read() pieces
+    cut = data[: len(data) // 2]
+    for stream in (io.BytesIO(cut), Trickle(cut, 3_000_000)):
+        with pytest.raises(TruncatedShardError) as info:
+            list(iter_members(stream, "cut.tar"))
+        assert info.value.member == "big.bin"
+
+
+def test_large_member_memory_stays_near_its_size(tmp_path):
+    size = 48 << 20
+    data = tar_bytes([("big.bin", bytes(size))])
+    path = tmp_path / "z.tar"
+    path.write_bytes(data)
+    gz = gzip.compress(data, compresslevel=1)
+    for make in (lambda: open(path, "rb", buffering=0), lambda: io.BytesIO(gz)):
+        tracemalloc.start()
+        try:
+            with make() as stream:
+                for _, got in iter_members(stream, "z"):
+                    assert len(got) == size
+                    del got
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < size * 1.4, peak  # gzip.decompress-style reading peaked at 2x
+
+
+def test_corrupt_gzip_names_url_and_member():
+    members = [("a.bin", random.Random(4).randbytes(30_000)), ("b.bin", b"tail")]
+    gz = bytearray(gzip.compress(tar_bytes(members)))
+    gz[len(gz) // 2] ^= 0xFF
+    with pytest.raises(TarFormatError, match="gzip") as info:
+        read_all(bytes(gz), url="c.tar.gz", bufsize=4096)
+    assert info.value.url == "c.tar.gz"
+    assert info.value.member in ("a.bin", "b.bin")
+    with pytest.raises(TarFormatError) as info:  # corrupt before any member
+        read_all(bytes(gz[:12]) + b"garbage" * 100, url="c.tar.gz")
+    assert info.value.member == "<header at offset 0>"
+
+
+def test_zero_block_in_the_middle_is_reported_not_dropped():
+    data = tar_bytes(TWO)
+    damaged = data[:1024] + bytes(BLOCK) + data[1024:]
+    got = []
+    with pytest.raises(TarFormatError, match="end-of-archive") as info:
+        for member in iter_members(io.BytesIO(damaged), "z.tar"):
+            got.append(member)
+    assert got == [("a.txt", b"hello")]  # what came before is still delivered
+    assert (info.value.url, info.value.member) == ("z.tar", "a.txt")
+    assert "'b.txt'" in str(info.value) and "offset 1536" in str(info.value)
+    # two archives glued together with cat: the second one is not silently lost
+    with pytest.raises(TarFormatError, match="end-of-archive") as info:
+        read_all(data + data, url="cat.tar", bufsize=1000)
+    assert info.value.member == "b.txt"
+    # non-header junk after the end is reported too
+    with pytest.raises(TarFormatError, match="non-zero data"):
+        read_all(data + b"junk")
+
+
+def test_zero_padding_after_the_end_is_fine():
+    data = tar_bytes(TWO)
+    assert len(data) % 10240 == 0  # tarfile pads to a 10 KiB record
+    assert read_all(data, bufsize=512) == TWO
+    assert read_all(data[:2048] + bytes(BLOCK)) == TWO  # one zero block, as tarfile accepts
+    assert read_all(data + bytes(100_000), bufsize=4096) == TWO
+    assert read_all(gzip.compress(data) + bytes(64)) == TWO
+
+
+def test_gzip_member_inflation_is_bounded():
+    blob = gzip.compress(bytes(5_000_000))
+    assert gunzip_member(blob) == bytes(5_000_000)
+    assert gunzip_member(gzip.compress(b"ab") + gzip.compress(b"cd")) == b"abcd"
+    assert gunzip_member(b"") == b""
+    with pytest.raises(MemberTooLargeError, match="limit of 1000000"):
+        gunzip_member(blob, limit=1_000_000)
+    with pytest.raises(EOFError):
+        gunzip_member(blob[:-20])
+
+
+def test_gzip_member_bomb_through_the_decoder_names_url_and_member(monkeypatch):
+    from cloudwds.codecs.decoding import Decoder
+
+    bomb = gzip.compress(b"[" + b" " * 3_000_000 + b"]")
+    sample = {"__key__": "s1", "__url__": "bomb.tar", "json.gz": bomb}
+    assert Decoder()(sample)["json.gz"] == []
+    monkeypatch.setenv("WDS_MAX_MEMBER_SIZE", "1M")
+    with pytest.raises(MemberTooLargeError, match="inflates") as info:
+        Decoder()(sample)
+    assert (info.value.url, info.value.member) == ("bomb.tar", "s1.json.gz")
+
+
+def test_verify_and_index_terminate_with_typed_errors(tmp_path, capsys):
+    from cloudwds.cli import main
+    from cloudwds.index import scan_shard
+
+    shards = {
+        "pax0.tar": pax_header(b"0 path=a.txt\n") + tar_bytes(TWO),
+        "negative.tar": with_size_field(tar_bytes(TWO), 0, b"-0001000"),
+        "midzero.tar": tar_bytes(TWO)[:1024] + bytes(BLOCK) + tar_bytes(TWO)[1024:],
+        "huge.tar": with_size_field(tar_bytes(TWO), 0, b"\x80" + (10**12).to_bytes(11, "big")),
+    }
+    for name, data in shards.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ShardError) as info:
+            scan_shard(str(tmp_path / name))
+        assert info.value.url == str(tmp_path / name) and info.value.member
+    paths = [str(tmp_path / n) for n in shards]
+    assert main(["verify", *paths]) == 1
+    out = capsys.readouterr().out
+    for path in paths:
+        line = next(line for line in out.splitlines() if line.startswith(f"FAIL {path}:"))
+        assert "member=" in line
+    assert main(["index", "-o", str(tmp_path / "idx.json"), paths[2]]) == 1
+    assert "end-of-archive" in capsys.readouterr().err
