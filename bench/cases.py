@@ -230,6 +230,90 @@ def decode_case(ctx: Context) -> Case:
     )
 
 
+def pil_rgb8(blobs: list[bytes]) -> int:
+    """Bare Pillow decode of in-memory JPEGs to uint8 H W C, as the issue states it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    for data in blobs:
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return len(blobs)
+
+
+def decode_rgb8_case(ctx: Context) -> Case:
+    """``decode("rgb8")`` (libjpeg-turbo via simplejpeg) against bare Pillow on the same JPEGs.
+
+    ``prepare`` checks, untimed, that every image the pipeline yields equals Pillow's decode of
+    the same bytes; the cloudwds variant reports the outcome (``pixels_identical``) with each
+    measurement, and an error in place of a time if they differ.
+    """
+    s = ctx.sets["jpeg"]
+    n = 1 if ctx.quick else 2
+    paths = s.paths(n)
+    blobs: list[bytes] = []
+    checked: dict[str, Any] = {}
+
+    def load() -> None:
+        if not blobs:
+            blobs.extend(limits.load_members(paths, "jpg"))
+
+    def pipeline(lib: str) -> Any:
+        return make_dataset(lib, paths).decode("rgb8").to_tuple("jpg", "cls")
+
+    def prepare() -> None:
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        from cloudwds.codecs.images import fast_jpeg_available
+
+        load()
+        images = [img for img, _cls in pipeline("cloudwds")]
+        same = len(images) == len(blobs) and all(
+            np.array_equal(img, np.asarray(Image.open(io.BytesIO(b)).convert("RGB")))
+            for img, b in zip(images, blobs)
+        )
+        checked.update(pixels_identical=same, images=len(images), fast=fast_jpeg_available())
+
+    def run_cloudwds() -> Result:
+        if checked.get("pixels_identical") is False:
+            raise AssertionError(f"decode('rgb8') differs from bare Pillow: {checked}")
+        return {
+            "samples": consume(pipeline("cloudwds")),
+            "pixels_identical": checked.get("pixels_identical"),
+            "pixels_checked": checked.get("images"),
+            "simplejpeg": checked.get("fast"),
+        }
+
+    variants = [
+        Variant("cloudwds", "cloudwds", run_cloudwds),
+        Variant("webdataset", "webdataset", _iterate(lambda: pipeline("webdataset"))),
+        Variant(
+            "pil-rgb8",
+            "limit",
+            lambda: {"samples": pil_rgb8(blobs)},
+            setup=load,
+            note="bare np.asarray(Image.open(BytesIO(b)).convert('RGB')) of the same JPEGs "
+            "(in memory)",
+        ),
+    ]
+    return Case(
+        name="decode_rgb8",
+        title='decode("rgb8") + to_tuple("jpg", "cls") vs bare Pillow',
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples // len(s.files) * n,
+        nbytes=limits.file_size(paths),
+        targets=[
+            Target("cloudwds", "pil-rgb8", 1.8, ">= 1.8x bare Pillow decode, pixels identical")
+        ],
+        prepare=prepare,
+    )
+
+
 def shuffle_case(ctx: Context) -> Case:
     s = ctx.sets["small"]
     paths = s.paths()
@@ -565,6 +649,7 @@ CASE_NAMES = (
     "raw_jpeg",
     "raw_large",
     "decode_rgb",
+    "decode_rgb8",
     "shuffle",
     "loader",
     "s3_stream",
@@ -582,6 +667,7 @@ def build_case(ctx: Context, name: str) -> Case:
         "raw_jpeg": lambda: raw_case(ctx, "jpeg", 3.0),
         "raw_large": lambda: raw_case(ctx, "large", 3.0),
         "decode_rgb": lambda: decode_case(ctx),
+        "decode_rgb8": lambda: decode_rgb8_case(ctx),
         "shuffle": lambda: shuffle_case(ctx),
         "loader": lambda: loader_case(ctx),
         "s3_stream": lambda: s3_stream_case(ctx),

@@ -30,6 +30,7 @@ class Stat:
     rss_peak_kb: int | None = None
     rss_base_kb: int | None = None
     rss_children_kb: int | None = None
+    checks: dict[str, Any] = field(default_factory=dict)  # e.g. decode_rgb8's pixels_identical
 
     @property
     def median(self) -> float | None:
@@ -87,6 +88,9 @@ def load(path: str) -> Data:
                         st.cpu.append(rec["cpu_seconds"])
                     st.samples = rec.get("samples") or 0
                     st.nbytes = rec.get("bytes") or 0
+                    for key in CHECK_FIELDS:
+                        if key in rec:
+                            st.checks[key] = rec[key]
                 if "rss_peak_kb" in rec:
                     st.rss_peak_kb = max(st.rss_peak_kb or 0, rec["rss_peak_kb"])
                     st.rss_base_kb = rec.get("rss_base_kb")
@@ -127,7 +131,17 @@ def _show(v: float | None, threshold: float, kind: str) -> str:
     return f"{100 * v:.0f}%"
 
 
-CPU_COMPARABLE = {"raw_small", "raw_jpeg", "raw_large", "decode_rgb", "shuffle", "s3_warm_cache"}
+CPU_COMPARABLE = {
+    "raw_small",
+    "raw_jpeg",
+    "raw_large",
+    "decode_rgb",
+    "decode_rgb8",
+    "shuffle",
+    "s3_warm_cache",
+}
+# Extra fields of a measurement that the page reports (decode_rgb8: the untimed pixel check).
+CHECK_FIELDS = ("pixels_identical", "pixels_checked", "simplejpeg")
 
 
 def rss_pairs(data: Data) -> list[tuple[str, str, str, Stat, Stat, bool]]:
@@ -289,6 +303,23 @@ def _case_table(data: Data, name: str) -> list[str]:
     return rows
 
 
+def _checks_text(data: Data, name: str) -> list[str]:
+    """decode_rgb8: whether every decoded image equalled bare Pillow's (checked untimed)."""
+    st = data.stats.get(name, {}).get("cloudwds")
+    if name != "decode_rgb8" or st is None or "pixels_identical" not in st.checks:
+        return []
+    c = st.checks
+    same = {True: "yes", False: "**NO**", None: "not checked"}[c["pixels_identical"]]
+    via = "simplejpeg (libjpeg-turbo)" if c.get("simplejpeg") else "Pillow (simplejpeg absent)"
+    count = c.get("pixels_checked")
+    n = f"{count:,}" if isinstance(count, int) else "?"
+    return [
+        f"Pixels identical to bare Pillow on all {n} images: {same}; cloudwds decoded "
+        f"JPEGs through {via}.",
+        "",
+    ]
+
+
 def _ttfs_sizes(data: Data) -> tuple[str, str]:
     """Labels for the mid (one jpeg shard) and big (ttfs-big) shards, from the run's metadata."""
     sets = data.meta.get("sets", {})
@@ -355,6 +386,7 @@ def markdown(data: Data, results_rel: str) -> str:
             out += [f"Load average at the start: {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f}.", ""]
         out += _case_table(data, name)
         out.append("")
+        out += _checks_text(data, name)
     if "ttfs" in data.cases:
         case = data.cases["ttfs"]
         stats = data.stats["ttfs"]
