@@ -194,7 +194,12 @@ class Manifest:
                     f"bad entry shards[{i}]: {type(exn).__name__}: {exn}", url
                 ) from None
             origin = USER if allow_pipe else f"manifest {url or '<document>'} shards[{i}]"
-            check_data_url(shards[-1].url, origin=origin, rewrites=rewrites)
+            check_data_url(
+                shards[-1].url,
+                origin=origin,
+                rewrites=rewrites,
+                hint="load_index(..., allow_pipe=True) accepts a manifest you wrote yourself",
+            )
         return cls(version=version, shards=shards, url=url)
 
     def save(self, url_or_path: str | None = None, storage: StorageConfig | None = None) -> str:

@@ -285,7 +285,8 @@ def load_pickle(
     if trusted:
         if is_secure():
             raise UnsafeInputError(
-                f"{SECURE_PICKLE} (WDS_SECURE=1): full unpickling refused even for trusted data",
+                f"{SECURE_PICKLE} (WDS_SECURE=1): full unpickling refused even for trusted data "
+                "(unset WDS_SECURE to allow it)",
                 url=url,
                 member=member,
             )
@@ -316,7 +317,8 @@ def load_torch(
     if trusted:
         if is_secure():
             raise UnsafeInputError(
-                f"{SECURE_TORCH} (WDS_SECURE=1): full torch.load refused even for trusted data",
+                f"{SECURE_TORCH} (WDS_SECURE=1): full torch.load refused even for trusted data "
+                "(unset WDS_SECURE to allow it)",
                 url=url,
                 member=member,
             )
@@ -365,13 +367,13 @@ def has_shell_syntax(url: str) -> bool:
     return _SHELL_INERT.match(url) is None or url.startswith("-")
 
 
-def check_pipe_allowed(url: str, *, origin: str = USER) -> None:
+def check_pipe_allowed(url: str, *, origin: str = USER, hint: str = "") -> None:
     """Raise :class:`UnsafeInputError` unless ``url`` may be run as a ``pipe:`` command.
 
     ``origin`` says where the URL came from: :data:`USER` for the user's own code, arguments and
     environment; anything else describes data (``"spec s3://b/train.yaml dataset[0]"``) and a
     ``pipe:`` URL from there is refused. Under :func:`is_secure` every ``pipe:`` is refused.
-    Non-``pipe:`` URLs always pass.
+    Non-``pipe:`` URLs always pass. ``hint`` is appended to the message (how to opt in).
     """
     if not url.startswith("pipe:"):
         return
@@ -380,7 +382,8 @@ def check_pipe_allowed(url: str, *, origin: str = USER) -> None:
     if origin != USER:
         raise UnsafeInputError(
             f"refused a pipe: URL read from {origin}: pipe: runs a shell command, and commands "
-            "are only accepted from your own code, arguments and environment, never from data",
+            "are only accepted from your own code, arguments and environment, never from data"
+            + (f" ({hint})" if hint else ""),
             url=url,
         )
 
@@ -422,7 +425,7 @@ def check_rewrite(
             )
 
 
-def check_data_url(url: str, *, origin: str, rewrites: Iterable[Any] = ()) -> None:
+def check_data_url(url: str, *, origin: str, rewrites: Iterable[Any] = (), hint: str = "") -> None:
     """The check every loader of URLs from data (spec, manifest, index) runs on each URL.
 
     Refuses ``pipe:`` URLs (:func:`check_pipe_allowed` with ``origin``) and URLs that a rule
@@ -430,7 +433,7 @@ def check_data_url(url: str, *, origin: str, rewrites: Iterable[Any] = ()) -> No
     a ``pipe:`` command while they contain shell syntax (:func:`check_rewrite`), so the problem
     shows when the spec or manifest is loaded, before anything is opened.
     """
-    check_pipe_allowed(url, origin=origin)
+    check_pipe_allowed(url, origin=origin, hint=hint)
     for rule in rewrites:
         rewritten = rule.apply(url)
         if rewritten is not None:

@@ -363,6 +363,7 @@ def test_secure_refuses_full_pickle_and_torch_even_when_trusted(monkeypatch):
     with pytest.raises(UnsafeInputError, match=security.SECURE_PICKLE) as info:
         security.load_pickle(pickle.dumps(Point(1, 2)), trusted=True, url=URL, member=MEMBER)
     assert info.value.url == URL and info.value.member == MEMBER
+    assert "unset WDS_SECURE" in str(info.value)
     with pytest.raises(UnsafeInputError, match=security.SECURE_TORCH):
         security.load_torch(torch_bytes({"p": Point(1, 2)}), trusted=True)
     # the allow-listed unpickler and weights-only torch are safe, so they still work
@@ -529,6 +530,7 @@ def test_manifest_with_pipe_entry_is_refused(tmp_path):
         load_index(str(path))
     assert info.value.url == "pipe:touch M; cat base.tar"
     assert f"manifest {path} shards[1]" in str(info.value)
+    assert "allow_pipe=True" in str(info.value)
     assert load_index(str(path), allow_pipe=True).shards[1].url == "pipe:touch M; cat base.tar"
     with pytest.raises(UnsafeInputError, match="<document>"):
         Manifest.from_json(manifest_doc("pipe:id"))
