@@ -74,9 +74,9 @@ def group_members(
                     current["__local_path__"] = local_path
                 yield current
                 raise
-        if current is not None and len(current) > 2:
-            # The sample in hand was cut: not yielded, but kept on the error, so a handler that
-            # swallows it can still get the fields read so far (webdataset yields them).
+        if current is not None and len(current) > 2 and not isinstance(exn, DuplicateMemberError):
+            # The sample in hand was cut by a read error: not yielded, but kept on the error, so
+            # a handler that swallows it can still get the fields read so far (as webdataset).
             exn.partial_sample = current  # type: ignore[attr-defined]
         raise
     if current is not None:
