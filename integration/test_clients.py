@@ -5,7 +5,10 @@ The clients are installed at test time into a cached venv (integration/clients/e
 their real data code runs in subprocesses (integration/clients/run_*.py) twice over the same
 local shards: once with webdataset 0.2.86 first on ``PYTHONPATH`` (the reference; 0.2.86 is the
 newest release open_clip accepts) and once under ``python -m cloudwds.run``, which makes their
-``import webdataset`` resolve to cloudwds, with 2 DataLoader workers each.
+``import webdataset`` resolve to cloudwds, with 2 DataLoader workers each. One open_clip run uses
+the in-code opt-in (``cloudwds.install_as_webdataset()``) instead, one timm run spawned workers.
+torchvision does not import on the CPU torch by itself; env.py says what the venv adds for it
+(operator schemas only; no client code is replaced).
 
 What is compared, and why:
 
