@@ -301,6 +301,100 @@ def test_decompression_bomb_limits_still_apply(monkeypatch: pytest.MonkeyPatch) 
         decode_image(data, "rgb8")
 
 
+# ---------------------------------------------------------------- reduced-size decode
+
+
+@pytest.mark.parametrize(
+    ("name", "min_size", "shape"),
+    [
+        ("256x256-q90-420", 128, (128, 128)),
+        ("256x256-q90-420", (64, 0), (64, 64)),
+        ("256x256-q90-420", (0, 32), (32, 32)),
+        ("256x256-q90-420", 1, (32, 32)),
+        ("256x256-q90-420", 129, (256, 256)),  # 1/2 would be too small; no 3/8...7/8 scales
+        ("256x256-q90-420", 1000, (256, 256)),  # never larger than the image
+        ("61x47-q90-444", 16, (31, 24)),  # sides rounded up; 1/4 would make 12 wide
+        ("61x47-q90-gray", (8, 6), (8, 6)),
+        ("33x17-q90-422", (0, 0), (33, 17)),  # (0, 0): full size
+    ],
+)
+def test_jpeg_min_size_picks_the_largest_power_of_two_reduction(
+    name: str, min_size: int | tuple[int, int], shape: tuple[int, int]
+) -> None:
+    data = JPEGS[name]
+    rgb8 = decode_image(data, "rgb8", jpeg_min_size=min_size)
+    assert rgb8.shape == (*shape, 3)
+    # The other specs are the same scaled pixels, converted exactly as at full size.
+    assert np.array_equal(
+        decode_image(data, "rgb", jpeg_min_size=min_size), rgb8.astype(np.float32) / 255
+    )
+    assert np.array_equal(
+        decode_image(data, "torchrgb8", jpeg_min_size=min_size).numpy(), rgb8.transpose(2, 0, 1)
+    )
+    rgba8 = decode_image(data, "rgba8", jpeg_min_size=min_size)
+    assert np.array_equal(rgba8[:, :, :3], rgb8) and (rgba8[:, :, 3] == 255).all()
+    l8 = decode_image(data, "l8", jpeg_min_size=min_size)
+    assert np.array_equal(l8, np.asarray(PIL.Image.fromarray(rgb8).convert("L")))
+
+
+def test_jpeg_min_size_values_are_close_to_a_full_decode_shrunk() -> None:
+    """Not equal (libjpeg-turbo's scaled IDCT is its own filter), but under a level on average."""
+    y, x = np.mgrid[0:256, 0:256] / 256.0
+    smooth = np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x + 4 * y)], -1) * 255
+    data = _pil_jpeg(PIL.Image.fromarray(smooth.astype(np.uint8)), quality=90)
+    full = PIL.Image.fromarray(decode_image(data, "rgb8"))
+    for factor in (2, 4, 8):
+        small = decode_image(data, "rgb8", jpeg_min_size=256 // factor).astype(np.int16)
+        boxed = np.asarray(full.reduce(factor)).astype(np.int16)
+        assert small.shape == boxed.shape
+        assert not np.array_equal(small, boxed)
+        assert float(np.abs(small - boxed).mean()) < 1.0
+
+
+def test_jpeg_min_size_leaves_other_images_at_full_size() -> None:
+    png = io.BytesIO()
+    PIL.Image.fromarray(_pixels(40, 40, seed=2)).save(png, format="PNG")
+    cmyk = _cmyk_jpeg()
+    handler = imagehandler("rgb8", jpeg_min_size=8)
+    assert np.array_equal(handler(".png", png.getvalue()), _pixels(40, 40, seed=2))
+    assert np.array_equal(handler(".jpg", cmyk), pillow_reference(cmyk, "rgb8"))  # via Pillow
+    pil = decode_image(JPEGS["256x256-q90-420"], "pil", jpeg_min_size=8)
+    assert pil.size == (256, 256)
+
+
+def test_imagehandler_jpeg_min_size_is_part_of_its_identity_and_pickles() -> None:
+    import pickle
+
+    h = imagehandler("rgb8", jpeg_min_size=(64, 32))
+    assert h.jpeg_min_size == (64, 32) and "jpeg_min_size=(64, 32)" in repr(h)
+    assert h != imagehandler("rgb8") and h == imagehandler("rgb8", jpeg_min_size=(64, 32))
+    assert hash(h) == hash(imagehandler("rgb8", jpeg_min_size=(64, 32)))
+    assert imagehandler("rgb8", jpeg_min_size=0) == imagehandler("rgb8")
+    clone = pickle.loads(pickle.dumps(h))
+    assert clone == h
+    assert clone(".jpg", JPEGS["256x256-q90-420"]).shape == (64, 64, 3)
+    decoder = make_decoder(h)
+    out = decoder({"__key__": "k", "jpg": JPEGS["256x256-q90-420"], "cls": b"3"})
+    assert out["jpg"].shape == (64, 64, 3) and out["cls"] == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (-1, ValueError),
+        ((8, -8), ValueError),
+        ("64", TypeError),
+        (8.0, TypeError),
+        ((1, 2, 3), TypeError),
+    ],
+)
+def test_jpeg_min_size_rejects_bad_values(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="jpeg_min_size"):
+        imagehandler("rgb8", jpeg_min_size=value)  # type: ignore[arg-type]
+    with pytest.raises(error, match="jpeg_min_size"):
+        decode_image(JPEGS["8x8-q90-420"], "rgb8", jpeg_min_size=value)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- without simplejpeg
 
 _CHILD = """
@@ -315,6 +409,8 @@ for path in sorted(folder.glob("*.jpg")):
     for s in specs:
         v = decode_image(path.read_bytes(), s)
         arrays[path.stem + "|" + s] = v.numpy() if isinstance(v, torch.Tensor) else v
+    small = decode_image(path.read_bytes(), "rgb8", jpeg_min_size=1)  # no scaling without it
+    arrays[path.stem + "|min"] = small
 np.savez(folder / "decoded.npz", **arrays)
 print(json.dumps({"fast": fast_jpeg_available(), "imported": sys.modules["simplejpeg"] is not None}))
 """
@@ -333,8 +429,9 @@ def test_without_simplejpeg_values_are_identical(tmp_path: pathlib.Path) -> None
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"fast": False, "imported": False}
     child = np.load(tmp_path / "decoded.npz")
-    assert len(child.files) == len(names) * len(ARRAY_SPECS)
+    assert len(child.files) == len(names) * (len(ARRAY_SPECS) + 1)
     for n in names:
+        assert np.array_equal(child[n + "|min"], decode_image(JPEGS[n], "rgb8"))
         for s in ARRAY_SPECS:
             here = as_numpy(decode_image(JPEGS[n], s))
             there = child[n + "|" + s]
