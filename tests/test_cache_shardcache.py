@@ -308,3 +308,23 @@ def test_cli_cache_clear_keeps_user_files_unless_all(tmp_path: Path, capsys) -> 
     assert main(["--cache-dir", str(root), "cache", "clear", "--all"]) == 0
     assert "removed 2 shards" in capsys.readouterr().err
     assert not (root / "notes.txt").exists() and not (root / "photos" / "holiday.jpg").exists()
+
+
+def test_symlinked_pre_populated_shard_is_the_users(tmp_path: Path) -> None:
+    shards = make_shards(tmp_path, 2, 3000)
+    (u0, r0), (u1, r1) = shards.items()
+    cache = ShardCache(tmp_path / "cache", cache_size=1000)  # smaller than any shard here
+    link = Path(cache.local_path(u0))
+    link.parent.mkdir(parents=True)
+    link.symlink_to(r0)  # pre-populated by linking to a shared copy
+    with cache.open(u0, never_fetch) as f:
+        assert f.read() == Path(r0).read_bytes()
+    with cache.open(u1, lambda: open(r1, "rb")) as f:  # larger than the budget: streamed
+        f.read()
+    cache.maintain()
+    [entry] = cache.entries()
+    assert (entry.path, entry.url, entry.size, entry.owned) == (str(link), u0, 3000, False)
+    assert cache.clear() == 0 and link.is_symlink()
+    assert cache.clear(everything=True) == 1
+    assert not link.exists() and not link.is_symlink()
+    assert Path(r0).read_bytes()  # the target is untouched

@@ -124,8 +124,8 @@ class Download:
     the cache owns the file; if it raises, nothing is published); ``on_published`` after it
     (evict); ``on_finished`` whatever the outcome, before readers see the end of the data.
 
-    A download lives as long as somebody wants it: each reader and each ``keep()`` (a prefetch
-    group) holds it; when the last one lets go before the end it is *cancelled* on the spot:
+    A download lives as long as somebody wants it: each reader holds it, and so does its prefetch
+    group (``kept=True``) until :meth:`let_go`; when the last one lets go before the end it is *cancelled* on the spot:
     temp file unlinked, lock released, nothing published, and the copying thread, whenever its
     current read returns, touches nothing in the cache again. ``fetch`` reopens the remote
     object for a reader that must continue on its own after the disk filled up.
@@ -176,16 +176,8 @@ class Download:
         track_fd_owner(self)
 
     # ----------------------------------------------------------------- who wants it
-    def keep(self) -> bool:
-        """One more holder besides the readers (a prefetch group); ``False`` if already over."""
-        with self._cond:
-            if self._finished or self._cancelled:
-                return False
-            self._keepers += 1
-            return True
-
     def let_go(self) -> bool:
-        """Drop a :meth:`keep`; cancels the download if nobody else wants it.
+        """Drop the hold of its prefetch group (``kept=True``); cancels it if nobody else wants it.
 
         Returns ``True`` when nothing of this download can touch the cache any more *or* readers
         still hold it; ``False`` when it is publishing right now (wait for :meth:`wait`).

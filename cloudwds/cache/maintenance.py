@@ -121,7 +121,11 @@ class Janitor:
         if not lock.acquire(blocking=False):
             return "busy"
         try:
-            outcome = remove_unpinned(path)
+            if os.path.islink(path):  # a link the user made: remove the link, not its target
+                os.unlink(path)
+                outcome = "removed"
+            else:
+                outcome = remove_unpinned(path)
             if outcome in ("removed", "missing"):
                 self.index.discard(key)
             return outcome

@@ -39,6 +39,7 @@ import contextlib
 import functools
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -252,13 +253,14 @@ class ShardCache:
         for dirpath, name in janitor.walk():
             path = os.path.join(dirpath, name)
             try:
-                st = os.lstat(path)
+                lst = os.lstat(path)  # a symlink is never the cache's (it writes regular files)
+                st = os.stat(path) if stat.S_ISLNK(lst.st_mode) else lst
             except OSError:
                 continue
             rec = records.get(self.layout.key_of_path(path))
             url = rec.url if rec is not None else None
             last_used = rec.last_used if rec is not None else st.st_mtime
-            owned = rec is not None and rec.owner == file_identity(st)
+            owned = rec is not None and rec.owner == file_identity(lst)
             out.append(CacheEntry(path, url, st.st_size, last_used, owned))
         return sorted(out, key=lambda e: e.path)
 
