@@ -114,6 +114,7 @@ class WebDataset(DataPipeline):
         batch_size: int | None = None,
         index: Any = None,
         allow_pipe: bool = False,
+        max_member_size: int | str | None = None,
         **storage_kwargs: Any,
     ):
         # webdataset's positional order up to ``seed``; ``url_to_name`` (cache file naming),
@@ -192,6 +193,7 @@ class WebDataset(DataPipeline):
                     select_files=select_files,
                     rename_files=rename_files,
                     storage=storage,
+                    max_member_size=max_member_size,
                 )
             )
         if empty_check:

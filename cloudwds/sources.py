@@ -21,7 +21,7 @@ from .stages import Stage
 from .stats import COUNTERS, count_samples
 from .storage import StorageConfig, open_shard, prefetch_shard
 from .storage.pipe import PipeReader
-from .tario import DEFAULT_BUFSIZE, iter_members
+from .tario import DEFAULT_BUFSIZE, iter_members, resolve_max_member_size
 
 
 def _url_and_storage(item: Any, default: StorageConfig | None) -> tuple[str, StorageConfig]:
@@ -181,6 +181,8 @@ class tarfile_to_samples(_ShardExpander):
 
     ``select_files(name) -> bool`` and ``rename_files(name) -> name`` see each member's name
     before grouping, as in webdataset: renaming first, then selection on the new name.
+    ``max_member_size`` (bytes or ``"4G"``; default ``WDS_MAX_MEMBER_SIZE``, else 8 GiB) refuses
+    larger members with ``MemberTooLargeError`` (see docs/untrusted-input.md).
     """
 
     def __init__(
@@ -191,18 +193,31 @@ class tarfile_to_samples(_ShardExpander):
         storage: StorageConfig | None = None,
         prefetch: int | None = None,
         bufsize: int = DEFAULT_BUFSIZE,
+        max_member_size: int | str | None = None,
     ):
         super().__init__(handler, storage, prefetch)
         self.select_files = select_files
         self.rename_files = rename_files
         self.bufsize = bufsize
+        self.max_member_size = resolve_max_member_size(max_member_size)
 
     drain = True
 
     def expand(self, opened):
         if self.select_files is None and self.rename_files is None:
-            return tar_samples(opened.stream, opened.url, opened.local_path, self.bufsize)
-        members = iter_members(opened.stream, opened.url, bufsize=self.bufsize)
+            return tar_samples(
+                opened.stream,
+                opened.url,
+                opened.local_path,
+                self.bufsize,
+                max_member_size=self.max_member_size,
+            )
+        members = iter_members(
+            opened.stream,
+            opened.url,
+            bufsize=self.bufsize,
+            max_member_size=self.max_member_size,
+        )
         chosen = _rename_select(members, self.rename_files, self.select_files)
         return group_members(chosen, opened.url, opened.local_path)
 

@@ -703,3 +703,19 @@ def test_verify_and_index_terminate_with_typed_errors(tmp_path, capsys):
         assert "member=" in line
     assert main(["index", "-o", str(tmp_path / "idx.json"), paths[2]]) == 1
     assert "end-of-archive" in capsys.readouterr().err
+
+
+def test_max_member_size_reaches_webdataset_and_tarfile_to_samples(tmp_path, monkeypatch):
+    import cloudwds
+
+    path = write_tar(tmp_path / "s.tar", [("a.txt", b"x" * 5000), ("b.txt", b"y")])
+    assert len(list(cloudwds.WebDataset(path, shardshuffle=False))) == 2
+    with pytest.raises(MemberTooLargeError) as info:
+        list(cloudwds.WebDataset(path, shardshuffle=False, max_member_size="4K"))
+    assert (info.value.url, info.value.member) == (path, "a.txt")
+    monkeypatch.setenv("WDS_MAX_MEMBER_SIZE", "1000")
+    stage = cloudwds.tarfile_to_samples()  # the environment is read when the stage is built
+    monkeypatch.delenv("WDS_MAX_MEMBER_SIZE")
+    assert stage.max_member_size == 1000
+    with pytest.raises(MemberTooLargeError):
+        list(stage(iter([path])))
