@@ -177,3 +177,27 @@ def test_ownership_survives_the_process(tmp_path: Path) -> None:
 
 def never_fetch():
     raise AssertionError("fetch() must not be called for a cached shard")
+
+
+KILLED_CHILD = """
+import os, sys
+from cloudwds.cache import ShardCache
+cache_dir, url, remote = sys.argv[1:]
+f = ShardCache(cache_dir).open(url, lambda: open(remote, "rb"))
+assert f.read() == open(remote, "rb").read()
+os._exit(0)  # die at once: no close, no atexit, no index flush of any kind
+"""
+
+
+def test_ownership_survives_a_process_that_dies_right_after_publishing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (a, ra), (b, rb) = make_remotes(tmp_path, [1000, 1000])
+    cache_dir = str(tmp_path / "cache")
+    done = subprocess.run([sys.executable, "-c", KILLED_CHILD, cache_dir, a, str(ra)], timeout=60)
+    assert done.returncode == 0
+    cache = ShardCache(cache_dir, cache_size=1500)
+    assert [e.owned for e in cache.entries()] == [True]  # recorded before it was renamed in
+    read_through(cache, b, rb)
+    assert not cache.contains(a) and cache.contains(b)
