@@ -237,8 +237,11 @@ class Download:
             else:
                 self.outcome = Outcome.CANCELLED if self._cancelled else Outcome.UNCACHEABLE
         except BaseException as exn:
-            self.error = exn
-            self.outcome = Outcome.FAILED
+            if self._cancelled and isinstance(exn, Exception):  # nobody reads it: not a failure
+                self.outcome = Outcome.CANCELLED
+            else:
+                self.error = exn
+                self.outcome = Outcome.FAILED
             with self._cond:
                 self._unlink_temp()
             if not isinstance(exn, Exception):
