@@ -427,3 +427,17 @@ def test_a_reader_that_stops_just_before_the_end_finishes_the_download_before_cl
     assert cache.contains(URL)  # no wait(): the close itself saw the publication through
     assert Path(cache.local_path(URL)).read_bytes() == data
     assert cache.stats()["downloads"] == 1 and cache.stats()["cancelled"] == 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_cached_shards_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)  # pytest runs tests in one thread
+    try:
+        cache = ShardCache(tmp_path / "cache")
+        data = payload(1000)
+        with cache.open(URL, lambda: SizedStream(data, len(data))) as f:
+            assert f.read() == data
+        cache.wait()
+    finally:
+        os.umask(old)
+    assert os.stat(cache.local_path(URL)).st_mode & 0o777 == 0o666 & ~umask
