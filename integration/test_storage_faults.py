@@ -331,3 +331,20 @@ def test_refused_connection_keeps_its_retries(
     assert not isinstance(e.value, cloudwds.ShardNotFoundError | cloudwds.StorageAccessError)
     assert "after 2 retries" in str(e.value) and e.value.url == url
     assert COUNTERS.snapshot().get("retries", 0) - before == 2
+
+
+@pytest.mark.parametrize("name", ["ais-s3", "ais-gs"])
+def test_missing_object_through_aistore_fails_fast(
+    name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = make_backend(request, name)
+    base = backend.upload(make_shards(1, 2, bin_size=100))
+    url = backend.url(f"{base}/missing-000000.tar")
+    _assert_fails_fast(
+        url,
+        backend.kwargs,
+        backend.server,
+        "missing-000000",
+        cloudwds.ShardNotFoundError,
+        monkeypatch,
+    )
