@@ -229,22 +229,22 @@ def iter_members(
 
             name = pending_name if pending_name is not None else _header_name(header)
             pending_name = None
-            if typeflag in _NO_DATA:
-                # Links and directories carry no data even if a size is set: not even parsed.
-                last_name = name
-                pending_size = None
-                continue
             if pending_size is not None:
                 size = pending_size
                 pending_size = None
+            elif typeflag in _NO_DATA:
+                size = 0  # links and directories carry no data even if a size is set
             else:
-                size = _header_size(header, url, _at(name, base + pos - BLOCK), base + pos - BLOCK)
-            padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+                try:
+                    size = _parse_number(header[124:136])
+                except ValueError:
+                    raise _bad_size(header, url, name, base + pos - BLOCK) from None
             last_name = name
 
             if typeflag in _REGULAR:
                 if size > limit:
                     raise _too_large(size, limit, url, _at(name, base + pos - BLOCK))
+                padded = (size + BLOCK - 1) & ~(BLOCK - 1)
                 if padded <= len(buf) - pos:  # the common case: data already buffered
                     data = buf[pos : pos + size]
                     pos += padded
@@ -261,7 +261,10 @@ def iter_members(
                 yield name, data
                 continue
 
+            if typeflag in _NO_DATA:
+                continue
             # Global pax headers, sparse files and unknown types: skipped without holding them.
+            padded = (size + BLOCK - 1) & ~(BLOCK - 1)
             start = base + pos
             buf, pos = _skip(read, buf, pos, padded, bufsize, url, name)
             base = start + padded - pos
@@ -465,14 +468,19 @@ def _parse_number(field: bytes) -> int:
     return value
 
 
+def _bad_size(header: bytes, url, name: str | None, offset: int) -> TarFormatError:
+    return TarFormatError(
+        f"bad size field {header[124:136]!r} in the tar header at offset {offset}",
+        url,
+        _at(name, offset),
+    )
+
+
 def _header_size(header: bytes, url, member: str, offset: int) -> int:
-    field = header[124:136]
     try:
-        return _parse_number(field)
+        return _parse_number(header[124:136])
     except ValueError:
-        raise TarFormatError(
-            f"bad size field {field!r} in the tar header at offset {offset}", url, member
-        ) from None
+        raise _bad_size(header, url, member, offset) from None
 
 
 def _checksum_ok(header: bytes) -> bool:
