@@ -13,10 +13,24 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .dataset import WebDataset, _check_empty
+from .filters import pipelinefilter
+from .handlers import reraise_exception
 from .loader import WebLoader
 from .pipeline import DataPipeline, FluidInterface
+from .tariterators import group_by_keys, tar_file_expander
 
-__all__ = ["FluidInterface", "FluidWrapper", "Processor", "WebDataset", "WebLoader", "check_empty"]
+__all__ = [
+    "FluidInterface",
+    "FluidWrapper",
+    "Processor",
+    "WebDataset",
+    "WebLoader",
+    "check_empty",
+    "group_by_keys",
+    "pipelinefilter",
+    "reraise_exception",
+    "tar_file_expander",
+]
 
 
 def check_empty(source: Iterable[Any]) -> Iterator[Any]:

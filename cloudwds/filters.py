@@ -64,6 +64,7 @@ __all__ = [
     "associate",
     "batched",
     "compose",
+    "combine_values",
     "compose2",
     "decode",
     "decode_bin",
@@ -72,6 +73,7 @@ __all__ = [
     "default_collation_fn",
     "default_decoders",
     "detshuffle",
+    "dict2tuple",
     "extract_keys",
     "find_decoder",
     "getfirst",
@@ -82,6 +84,7 @@ __all__ = [
     "map_dict",
     "map_tuple",
     "parse_field_spec",
+    "pick",
     "pipeline",
     "pipelinefilter",
     "rename",
@@ -93,6 +96,7 @@ __all__ = [
     "slice",
     "to_tuple",
     "transform_with",
+    "tuple2dict",
     "unbatched",
     "unlisted",
     "xdecode",
@@ -154,6 +158,32 @@ def compose(*args: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def pipeline(source: Iterable[Any], *args: Callable[[Any], Any]) -> Any:
     """Apply the stages ``args`` to ``source`` in turn."""
     return compose(*args)(source) if args else source
+
+
+def pick(buf: list[Any], rng: Any) -> Any:
+    """Remove and return a random item of ``buf`` (the last item takes its place)."""
+    k = rng.randint(0, len(buf) - 1)
+    sample = buf[k]
+    buf[k] = buf[-1]
+    buf.pop()
+    return sample
+
+
+def combine_values(b: list[Any], combine_tensors: bool = True, combine_scalars: bool = True) -> Any:
+    """One column of a batch: numbers → array, arrays/tensors → stacked, anything else → list."""
+    from .buffers import _combine
+
+    return _combine(list(b), combine_tensors, combine_scalars)
+
+
+def tuple2dict(row: Any) -> dict[Any, Any]:
+    """A tuple as ``{index: value}`` (dicts pass through)."""
+    return row if isinstance(row, dict) else dict(enumerate(row))
+
+
+def dict2tuple(d: dict[int, Any]) -> tuple[Any, ...]:
+    """The inverse of :func:`tuple2dict`."""
+    return tuple(d[i] for i in range(1 + max(d.keys())))
 
 
 # -- uncurried forms: _name(data, ...) ---------------------------------------------------------

@@ -24,7 +24,11 @@ from .urls import apply_rewrites, rewrites_from_env, url_scheme
 __all__ = [
     "gopen",
     "gopen_error",
+    "gopen_ais",
+    "gopen_curl",
     "gopen_file",
+    "gopen_gsutil",
+    "gopen_htgs",
     "gopen_pipe",
     "gopen_schemes",
     "gopen_storage",
@@ -99,8 +103,7 @@ def gopen_error(url: str, *args: Any, **kw: Any) -> Any:
 
 
 # The built-in schemes all go through the storage layer; replace an entry to take one over.
-gopen_file = gopen_storage
-gopen_pipe = gopen_storage
+gopen_file = gopen_pipe = gopen_curl = gopen_ais = gopen_gsutil = gopen_htgs = gopen_storage
 gopen_schemes: dict[str, Any] = {
     "__default__": gopen_storage,
     **{

@@ -242,6 +242,18 @@ class WebLoader(FluidInterface):
             new.nsamples = int(nbatches)
         return new
 
+    def close(self) -> None:
+        """Close the dataset's resources (webdataset's ``WebLoader`` is a closable pipeline)."""
+        close = getattr(self.loader.dataset, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> WebLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def with_epoch(self, n: int) -> WebLoader:
         """Yield exactly ``n`` items per iteration (after all stages), restarting as needed.
 

@@ -104,6 +104,44 @@ class FluidInterface:
     def rsample(self, p: float = 0.5) -> Any:
         return self.compose(st.rsample(p))
 
+    # -- the rest of webdataset's fluent methods --------------------------------------------
+    def listed(self, batchsize: int, partial: bool = True) -> Any:
+        """Lists of ``batchsize`` samples, not collated."""
+        return self.compose(st.batched(batchsize, collation_fn=None, partial=partial))
+
+    def unlisted(self) -> Any:
+        """Flatten lists of samples."""
+        from .filters import unlisted
+
+        return self.compose(unlisted())
+
+    def log_keys(self, logfile: str | None = None) -> Any:
+        from .filters import log_keys
+
+        return self.compose(log_keys(logfile))
+
+    def extract_keys(self, *args: Any, **kw: Any) -> Any:
+        from .filters import extract_keys
+
+        return self.compose(extract_keys(*args, **kw))
+
+    def xdecode(self, *args: Any, **kw: Any) -> Any:
+        from .filters import xdecode
+
+        return self.compose(xdecode(*args, **kw))
+
+    def mcached(self) -> Any:
+        """Keep the samples of the first complete pass in memory (:class:`~cloudwds.Cached`)."""
+        from .extrastages import Cached
+
+        return self.compose(Cached())
+
+    def lmdb_cached(self, *args: Any, **kw: Any) -> Any:
+        """Keep the samples of the first complete pass in an LMDB file (:class:`~cloudwds.LMDBCached`)."""
+        from .extrastages import LMDBCached
+
+        return self.compose(LMDBCached(*args, **kw))
+
 
 class DataPipeline(_IterableBase, FluidInterface):
     """A source followed by stages; ``DataPipeline(src, stage, stage, ...)`` as in webdataset.
@@ -430,6 +468,13 @@ def _coords(world: World) -> dict[str, int]:
         "worker": world.worker,
         "num_workers": world.num_workers,
     }
+
+
+def add_length_method(obj: Any) -> Any:
+    """Give ``obj`` a ``len()`` of ``obj.size`` (webdataset's helper behind ``with_length``)."""
+    cls = type(obj)
+    obj.__class__ = type(cls.__name__ + "_Length", (cls,), {"__len__": lambda self: self.size})
+    return obj
 
 
 def __getattr__(name: str) -> Any:

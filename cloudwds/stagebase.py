@@ -43,6 +43,9 @@ class PipelineStage:
     def invoke(self, *args: Any, **kw: Any) -> Any:
         return self.run(*args, **kw)
 
+    def __call__(self, *args: Any, **kw: Any) -> Any:
+        return self.run(*args, **kw)
+
 
 def apply_stage(stage: Callable[..., Any], src: Iterable[Any], world: World) -> Iterator[Any]:
     """Apply a :class:`Stage` with the world, a :class:`PipelineStage` through ``run(src)``,

@@ -442,3 +442,30 @@ def test_a_swallowed_truncation_hands_out_the_fields_read(tmp_path):
     ]
     with pytest.raises(wds.TruncatedShardError):
         list(wds.tarfile_to_samples()([str(cut)]))
+
+
+def test_remaining_fluent_methods_and_loader_context(shards, tmp_path):
+    ds = wds.WebDataset(shards.spec, shardshuffle=False)
+    assert [len(b) for b in ds.listed(15)] == [15, 15, 10]
+    assert len(list(ds.listed(15).unlisted())) == 40
+    assert next(iter(ds.extract_keys("*.txt"))) == (b"text of s0-0000",)
+    assert next(iter(ds.xdecode(must_decode=False)))["txt"] == "text of s0-0000"
+    cached = ds.map(lambda s: s["__key__"]).mcached()
+    assert list(cached) == list(cached) == shards.all_keys
+    log = tmp_path / "keys.log"
+    assert len(list(ds.log_keys(str(log)))) == 40 and len(log.read_text().splitlines()) == 40
+    with wds.WebLoader(ds.to_tuple("cls"), batch_size=None, num_workers=0) as loader:
+        assert len(list(loader)) == 40
+
+
+def test_filters_helpers():
+    import random
+
+    buf = [1, 2, 3]
+    picked = wds.filters.pick(buf, random.Random(0))
+    assert sorted(buf + [picked]) == [1, 2, 3] and len(buf) == 2
+    assert wds.filters.combine_values([1, 2]).tolist() == [1, 2]
+    assert wds.filters.dict2tuple(wds.filters.tuple2dict(("a", "b"))) == ("a", "b")
+    ds = wds.pipeline.add_length_method(wds.MockDataset(1, 3))
+    ds.size = 3
+    assert len(ds) == 3 and list(ds) == [1, 1, 1]
