@@ -84,6 +84,12 @@ class WebDataset(DataPipeline):
     random forever (combine with ``.with_epoch(n)``). Storage arguments (``storage_options``,
     ``cache_dir``, ``cache_size``, ``prefetch``, ``rewrites``) are resolved once here, explicit
     values winning over ``WDS_*`` environment variables.
+
+    The arguments up to ``seed`` are webdataset's, in its positional order: ``mode="resampled"``
+    is ``resampled=True``; ``select_files``/``rename_files`` see each tar member's name;
+    ``empty_check`` is ``None`` by default (a rank or worker without shards logs a warning),
+    ``True`` raises ``ValueError`` when an iteration yields no sample (webdataset's default),
+    ``False`` is silent. cloudwds's own options are keyword-only after them.
     """
 
     def __init__(
