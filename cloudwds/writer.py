@@ -323,3 +323,35 @@ def bytestr(data: Any) -> bytes:
     if isinstance(data, str):
         return data.encode("ascii")
     return str(data).encode("ascii")
+
+
+def add_handlers(d: dict[str, Callable[[Any], bytes]], keys: str | list[str], value: Any) -> None:
+    """Register ``value`` in ``d`` for each extension in ``keys`` (a list or space-separated)."""
+    for k in keys.split() if isinstance(keys, str) else keys:
+        d[k] = value
+
+
+def make_handlers() -> dict[str, Callable[[Any], bytes]]:
+    """A copy of the default extension → encoder table (:data:`cloudwds.codecs.encoders`)."""
+    from .codecs import encoders
+
+    return dict(encoders)
+
+
+default_handlers = make_handlers()
+
+
+def encode_based_on_extension1(data: Any, tname: str, handlers: Mapping[str, Any]) -> bytes:
+    """Encode one value by the extension of its field name ``tname``."""
+    from .codecs.encoding import Encoder
+
+    return Encoder.encode1(tname, data, handlers)
+
+
+def encode_based_on_extension(
+    sample: Mapping[str, Any], handlers: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Encode every field of ``sample`` with the extension table ``handlers``."""
+    from .codecs.encoding import Encoder
+
+    return Encoder(handlers)(sample)

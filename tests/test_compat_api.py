@@ -469,3 +469,11 @@ def test_filters_helpers():
     ds = wds.pipeline.add_length_method(wds.MockDataset(1, 3))
     ds.size = 3
     assert len(ds) == 3 and list(ds) == [1, 1, 1]
+
+
+def test_writer_extension_tables():
+    handlers = wds.writer.make_handlers()
+    wds.writer.add_handlers(handlers, "upper shout", lambda x: x.upper().encode())
+    out = wds.writer.encode_based_on_extension({"__key__": "a", "cls": 3, "shout": "hi"}, handlers)
+    assert out == {"__key__": "a", "cls": b"3", "shout": b"HI"}
+    assert wds.writer.encode_based_on_extension1(7, "x.cls", handlers) == b"7"
