@@ -473,7 +473,7 @@ def test_filters_helpers():
 
 def test_writer_extension_tables():
     handlers = wds.writer.make_handlers()
-    wds.writer.add_handlers(handlers, "upper shout", lambda x: x.upper().encode())
-    out = wds.writer.encode_based_on_extension({"__key__": "a", "cls": 3, "shout": "hi"}, handlers)
-    assert out == {"__key__": "a", "cls": b"3", "shout": b"HI"}
+    wds.writer.add_handlers(handlers, "double twice", lambda x: str(2 * x).encode())
+    out = wds.writer.encode_based_on_extension({"__key__": "a", "cls": 3, "twice": 21}, handlers)
+    assert out == {"__key__": "a", "cls": b"3", "twice": b"42"}
     assert wds.writer.encode_based_on_extension1(7, "x.cls", handlers) == b"7"
