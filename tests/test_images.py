@@ -391,8 +391,11 @@ def test_imagehandler_jpeg_min_size_is_part_of_its_identity_and_pickles() -> Non
 def test_jpeg_min_size_rejects_bad_values(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="jpeg_min_size"):
         imagehandler("rgb8", jpeg_min_size=value)  # type: ignore[arg-type]
-    with pytest.raises(error, match="jpeg_min_size"):
-        decode_image(JPEGS["8x8-q90-420"], "rgb8", jpeg_min_size=value)  # type: ignore[arg-type]
+    png = io.BytesIO()
+    PIL.Image.fromarray(_pixels(4, 4, seed=0)).save(png, format="PNG")
+    for data in (JPEGS["8x8-q90-420"], png.getvalue()):  # checked whatever the format
+        with pytest.raises(error, match="jpeg_min_size"):
+            decode_image(data, "rgb8", jpeg_min_size=value)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- without simplejpeg
