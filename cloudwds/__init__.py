@@ -61,6 +61,7 @@ from .handlers import (
     warn_and_stop,
 )
 from .index import Manifest, build_index, find_index, load_index
+from .indexed import IndexedWebDataset
 from .loader import WebLoader
 from .mix import RandomMix, RoundRobin
 from .offline import map_shards, process_shard
@@ -116,6 +117,7 @@ __all__ = [
     "ExactEpochSource",
     "FluidInterface",
     "FluidWrapper",
+    "IndexedWebDataset",
     "LMDBCached",
     "LRUCleanup",
     "Manifest",

@@ -20,6 +20,12 @@ a manifest built once by :func:`build_index` (``cloudwds index``)::
       ]
     }
 
+With offsets (``build_index(..., offsets=True)``, ``cloudwds index`` by default) each entry
+also names the shard's offsets file, DALI's ``wds2idx`` format written next to the shard
+(``"offsets": "train-000000.idx"``, see :mod:`cloudwds.indexed.offsets`), which gives random
+access to its samples (:class:`cloudwds.IndexedWebDataset`); a gzip-compressed shard has none
+and is marked ``"compressed": true`` instead. Both keys are optional: older manifests load.
+
 Shard URLs are stored relative to the manifest's directory when the shard lies under it (so a
 dataset directory can be copied or synced elsewhere with its index), absolute otherwise; they
 are resolved against the manifest's location on load, so :class:`Manifest` always holds URLs
@@ -44,7 +50,7 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CloudWdsError, StorageError
 from .security import USER, check_data_url
@@ -52,6 +58,9 @@ from .storage import StorageConfig, open_output, open_shard
 from .storage.local import local_path_of
 from .tario import iter_members
 from .urls import Rewrite, expand_urls
+
+if TYPE_CHECKING:
+    from .indexed.offsets import ShardOffsets
 
 __all__ = [
     "INDEX_NAME",
@@ -63,6 +72,7 @@ __all__ = [
     "find_index",
     "load_index",
     "scan_shard",
+    "scan_shard_offsets",
 ]
 
 INDEX_NAME = "cloudwds-index.json"
@@ -93,6 +103,8 @@ class ShardInfo:
     bytes: int
     sha256: str | None = None
     members: int = 0
+    offsets: str | None = None  # URL of the shard's offsets (.idx) file, if recorded
+    compressed: bool = False  # gzip: no random access
 
 
 @dataclass
@@ -139,6 +151,10 @@ class Manifest:
                 "sha256": s.sha256,
                 "members": s.members,
             }
+            if s.offsets is not None:
+                entry["offsets"] = _relative_to(s.offsets, base)
+            if s.compressed:
+                entry["compressed"] = True
             shards.append(entry)
         checksum = "sha256" if any(s.sha256 for s in self.shards) else None
         return {
@@ -187,6 +203,12 @@ class Manifest:
                         bytes=int(entry["bytes"]),
                         sha256=entry.get("sha256"),
                         members=int(entry.get("members", 0)),
+                        offsets=(
+                            _resolve(str(entry["offsets"]), base)
+                            if entry.get("offsets") is not None
+                            else None
+                        ),
+                        compressed=bool(entry.get("compressed", False)),
                     )
                 )
             except (KeyError, TypeError, ValueError) as exn:
@@ -194,12 +216,15 @@ class Manifest:
                     f"bad entry shards[{i}]: {type(exn).__name__}: {exn}", url
                 ) from None
             origin = USER if allow_pipe else f"manifest {url or '<document>'} shards[{i}]"
-            check_data_url(
-                shards[-1].url,
-                origin=origin,
-                rewrites=rewrites,
-                hint="load_index(..., allow_pipe=True) accepts a manifest you wrote yourself",
-            )
+            for checked in (shards[-1].url, shards[-1].offsets):
+                if checked is None:
+                    continue
+                check_data_url(
+                    checked,
+                    origin=origin,
+                    rewrites=rewrites,
+                    hint="load_index(..., allow_pipe=True) accepts a manifest you wrote yourself",
+                )
         return cls(version=version, shards=shards, url=url)
 
     def save(self, url_or_path: str | None = None, storage: StorageConfig | None = None) -> str:
@@ -235,10 +260,13 @@ class _Tally:
         self._stream = stream
         self._hash = hashlib.new(algorithm) if algorithm else None
         self.nbytes = 0
+        self.head = b""  # the first bytes: gzip magic
 
     def read(self, n: int = -1) -> bytes:
         data = self._stream.read(n)
         if data:
+            if self.nbytes < 2:
+                self.head = (self.head + data[:2])[:2]
             self.nbytes += len(data)
             if self._hash is not None:
                 self._hash.update(data)
@@ -269,6 +297,48 @@ def scan_shard(
     errors (:class:`~cloudwds.errors.TruncatedShardError`, ``TarFormatError``,
     ``StorageError``), which name the URL and member.
     """
+    return _scan(url, storage, checksum, verify_checksums, on_member, None)
+
+
+def scan_shard_offsets(
+    url: str,
+    storage: StorageConfig | None = None,
+    *,
+    checksum: str | None = "sha256",
+    verify_checksums: bool = False,
+) -> tuple[ShardInfo, ShardOffsets | None]:
+    """:func:`scan_shard` that also returns the shard's offsets table, in the same single pass.
+
+    The table is ``None`` for a gzip-compressed shard (``info.compressed`` is then true): its
+    offsets would be positions in the decompressed stream, which no ranged read can reach.
+    """
+    offsets: list[tuple[int, int]] = []
+    members: list[tuple[str, int]] = []
+
+    def remember(name: str, data: bytes) -> None:
+        members.append((name, len(data)))
+
+    from .indexed.offsets import ShardOffsets
+
+    info = _scan(url, storage, checksum, verify_checksums, remember, offsets)
+    if info.compressed:
+        return info, None
+    table = ShardOffsets.from_members(
+        url,
+        ((name, data_at, size) for (name, size), (_, data_at) in zip(members, offsets)),
+        shard_size=info.bytes,
+    )
+    return info, table
+
+
+def _scan(
+    url: str,
+    storage: StorageConfig | None,
+    checksum: str | None,
+    verify_checksums: bool,
+    on_member: MemberCallback | None,
+    offsets: list[tuple[int, int]] | None,
+) -> ShardInfo:
     if checksum not in (None, "sha256"):
         raise ValueError(f"checksum must be 'sha256' or None, got {checksum!r}")
     storage = storage or StorageConfig.resolve()
@@ -276,7 +346,8 @@ def scan_shard(
         tally = _Tally(opened.stream, checksum)
         samples = members = 0
         last_key: str | None = None
-        for name, data in iter_members(tally, url, verify_checksums=verify_checksums):
+        members_iter = iter_members(tally, url, verify_checksums=verify_checksums, offsets=offsets)
+        for name, data in members_iter:
             members += 1
             if on_member is not None:
                 on_member(name, data)
@@ -289,7 +360,8 @@ def scan_shard(
                 samples += 1
                 last_key = key
         tally.drain()
-    return ShardInfo(url, samples, tally.nbytes, tally.hexdigest(), members)
+    compressed = tally.head == b"\x1f\x8b"
+    return ShardInfo(url, samples, tally.nbytes, tally.hexdigest(), members, compressed=compressed)
 
 
 def build_index(
@@ -298,12 +370,17 @@ def build_index(
     checksum: str | None = "sha256",
     progress: bool | None = False,
     workers: int | None = None,
+    offsets: bool = False,
 ) -> Manifest:
     """Read every shard of ``urls`` (brace patterns allowed) and return their :class:`Manifest`.
 
     Shards are read by ``workers`` threads (default: up to 8); entries keep the order of
     ``urls``. ``progress`` shows a tqdm bar on stderr (``None``: only on a terminal). The first
     shard that cannot be read raises its error, naming the URL.
+
+    ``offsets=True`` also writes each shard's offsets file (DALI ``wds2idx``, see
+    :mod:`cloudwds.indexed.offsets`) next to it, on any store, in the same pass, and records
+    its URL in the entry; gzip-compressed shards get ``compressed=True`` and no file.
     """
     shard_urls = expand_urls(urls)
     if not shard_urls:
@@ -321,7 +398,7 @@ def build_index(
     )
     with bar, ThreadPoolExecutor(nworkers, thread_name_prefix="cloudwds-index") as pool:
         futures = {
-            pool.submit(scan_shard, url, storage, checksum=checksum): i
+            pool.submit(_index_one, url, storage, checksum, offsets): i
             for i, url in enumerate(shard_urls)
         }
         try:
@@ -335,6 +412,25 @@ def build_index(
                 f.cancel()
             raise
     return Manifest(shards=[r for r in results if r is not None])
+
+
+def _index_one(url: str, storage: StorageConfig, checksum: str | None, offsets: bool) -> ShardInfo:
+    if not offsets:
+        return scan_shard(url, storage, checksum=checksum)
+    from .indexed.offsets import offsets_url
+
+    info, table = scan_shard_offsets(url, storage, checksum=checksum)
+    if table is not None:
+        target = offsets_url(url)
+        sink = open_output(target, storage)
+        try:
+            sink.write(table.to_idx())
+        except BaseException:
+            sink.abort()
+            raise
+        sink.commit()
+        info.offsets = target
+    return info
 
 
 def load_index(

@@ -125,8 +125,14 @@ def iter_members(
     verify_checksums: bool = False,
     skip_meta: bool = True,
     max_member_size: int | None = None,
+    offsets: list[tuple[int, int]] | None = None,
 ) -> Iterator[tuple[str, bytes]]:
     """Yield ``(name, data)`` for every regular file in a tar stream, in archive order.
+
+    ``offsets``, when given, receives ``(header_offset, data_offset)`` for each yielded member,
+    appended just before it is yielded: where its first header record starts (a pax or GNU
+    long-name record when it has one) and where its data starts, in the (decompressed) archive.
+    The random-access index (:mod:`cloudwds.indexed`) is built from them in the same pass.
 
     Directories, links, devices and global pax headers are skipped; top-level ``__*__`` members
     (webdataset metadata) are skipped when ``skip_meta``. gzip-compressed streams are detected by
@@ -159,6 +165,7 @@ def iter_members(
     last_name: str | None = None
     first = True
     refill = bufsize
+    entry_start: int | None = None  # offset of the first metadata record of the next member
 
     try:
         while True:
@@ -205,6 +212,8 @@ def iter_members(
                 # --- metadata records that describe the next member -----------------------
                 # Their own size is in their header; pending pax values apply to the member only.
                 where = _at(pending_name or last_name, base + pos - BLOCK)
+                if entry_start is None:
+                    entry_start = base + pos - BLOCK
                 size = _header_size(header, url, where, base + pos - BLOCK)
                 if size > limit:
                     raise _too_large(size, limit, url, where)
@@ -240,11 +249,14 @@ def iter_members(
                 except ValueError:
                     raise _bad_size(header, url, name, base + pos - BLOCK) from None
             last_name = name
+            header_start = base + pos - BLOCK if entry_start is None else entry_start
+            entry_start = None
 
             if typeflag in _REGULAR:
                 if size > limit:
                     raise _too_large(size, limit, url, _at(name, base + pos - BLOCK))
                 padded = (size + BLOCK - 1) & ~(BLOCK - 1)
+                data_start = base + pos
                 if padded <= len(buf) - pos:  # the common case: data already buffered
                     data = buf[pos : pos + size]
                     pos += padded
@@ -258,6 +270,8 @@ def iter_members(
                         refill = _REFILL_AFTER_LARGE
                 if skip_meta and name.startswith("__") and name.endswith("__") and "/" not in name:
                     continue
+                if offsets is not None:
+                    offsets.append((header_start, data_start))
                 yield name, data
                 continue
 

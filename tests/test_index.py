@@ -202,3 +202,86 @@ def test_index_on_s3(s3, tmp_path):
     assert found == manifest
     assert found is not None and found.get("s3://indexdata/idx/shard-000002.tar") is not None
     assert find_index("s3://indexdata/nothing-here/a.tar", storage) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# offsets (random access)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_build_index_with_offsets_writes_idx_next_to_each_shard(tmp_path):
+    shards = make_shards(tmp_path, 2, 5, fields=("txt", "cls"))
+    manifest = build_index(shards.spec, offsets=True)
+    idx = [p[: -len(".tar")] + ".idx" for p in shards.paths]
+    assert [s.offsets for s in manifest.shards] == idx
+    with open(idx[0], encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "v1.2 5"
+    assert len(lines) == 6
+    # every recorded offset points at the member's bytes in the shard
+    with open(shards.paths[0], "rb") as f:
+        raw = f.read()
+    for line in lines[1:]:
+        fields = line.split()
+        for i in range(0, len(fields), 4):
+            ext, offset, size, name = (
+                fields[i],
+                int(fields[i + 1]),
+                int(fields[i + 2]),
+                fields[i + 3],
+            )
+            key = name[: name.index(".")]
+            assert raw[offset : offset + size] == shards.values[key][ext]
+
+
+def test_offsets_survive_save_and_load_relative(tmp_path):
+    shards = make_shards(tmp_path, 2, 3, fields=("txt",))
+    manifest = build_index(shards.spec, offsets=True)
+    url = manifest.save()
+    with open(url, encoding="utf-8") as f:
+        doc = json.load(f)
+    assert doc["shards"][1]["offsets"] == "shard-000001.idx"
+    assert "compressed" not in doc["shards"][1]
+    loaded = load_index(url)
+    assert [s.offsets for s in loaded.shards] == [s.offsets for s in manifest.shards]
+
+
+def test_gzipped_shard_gets_no_offsets_and_is_marked(tmp_path):
+    path = write_tar(tmp_path / "a.tar", [("k.txt", b"hello")])
+    with open(path, "rb") as f, gzip.open(tmp_path / "a.tgz", "wb") as g:
+        g.write(f.read())
+    manifest = build_index([str(tmp_path / "a.tgz")], offsets=True)
+    entry = manifest.shards[0]
+    assert entry.compressed is True and entry.offsets is None
+    assert not (tmp_path / "a.tgz.idx").exists()
+    assert manifest.to_json()["shards"][0]["compressed"] is True
+
+
+def test_scan_shard_offsets_matches_tarfile(tmp_path):
+    import tarfile
+
+    from cloudwds.index import scan_shard_offsets
+
+    path = write_tar(
+        tmp_path / "p.tar",
+        [("a.txt", b"x" * 700), ("b" * 120 + ".bin", b"yy"), ("noext", b"z"), ("c.txt", b"")],
+        format=tarfile.PAX_FORMAT,
+    )
+    info, table = scan_shard_offsets(path)
+    assert table is not None and info.samples == len(table) == 3
+    with tarfile.open(path) as tar:
+        expected = [(m.name, m.offset_data, m.size) for m in tar if m.name != "noext"]
+    assert list(zip(table.names, table.offsets, table.sizes)) == expected
+    assert table.shard_size == os.path.getsize(path)
+
+
+def test_index_with_offsets_on_s3(s3, tmp_path):
+    shards = make_shards(tmp_path, 2, 4)
+    for path in shards.paths:
+        s3.fs.put_file(path, f"indexdata/off/{os.path.basename(path)}")
+    manifest = build_index(
+        "s3://indexdata/off/shard-{000000..000001}.tar", s3.storage(), offsets=True
+    )
+    assert manifest.shards[0].offsets == "s3://indexdata/off/shard-000000.idx"
+    text = s3.fs.cat_file("indexdata/off/shard-000001.idx").decode()
+    assert text.splitlines()[0] == "v1.2 4"

@@ -1,4 +1,9 @@
-"""``cloudwds index``: write the manifest (per-shard sample counts, sizes, sha256)."""
+"""``cloudwds index``: write the manifest (per-shard sample counts, sizes, sha256) and offsets.
+
+Offsets files (DALI ``wds2idx`` format, one ``.idx`` next to each shard) are written by default
+in the same pass: they are what random access (:class:`cloudwds.IndexedWebDataset`) and DALI's
+webdataset reader need. ``--no-offsets`` writes only the manifest.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Read every shard and write a manifest (JSON) with each shard's sample and "
         "member counts, stored size and sha256. The default output is cloudwds-index.json in "
         "the shards' common directory, where training code and 'cloudwds ls' find it. Shard "
-        "URLs under the manifest's directory are stored relative to it.",
+        "URLs under the manifest's directory are stored relative to it. Each shard also gets "
+        "an offsets file next to it (NAME.idx, DALI's wds2idx format) for random access; "
+        "gzip-compressed shards are marked as having none.",
     )
     p.add_argument("urls", nargs="+", metavar="URL", help="shards or brace patterns")
     p.add_argument(
@@ -43,6 +50,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         choices=("sha256", "none"),
         default="sha256",
         help="checksum to record (default sha256)",
+    )
+    p.add_argument(
+        "--no-offsets",
+        dest="offsets",
+        action="store_false",
+        help="do not write the per-shard offsets (.idx) files needed for random access",
     )
     p.add_argument(
         "--workers", type=positive_int, default=default_workers(), help="shards read in parallel"
@@ -65,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         checksum=None if args.checksum == "none" else args.checksum,
         progress=False if quiet(args) else None,
         workers=args.workers,
+        offsets=args.offsets,
     )
     if output == "-":
         write_out(json.dumps(manifest.to_json(None), indent=1))

@@ -1,0 +1,32 @@
+"""Random access to unmodified tar shards: offsets index, ranged sample reads, map-style dataset.
+
+=====================  ================================================================
+:mod:`.offsets`         per-shard offsets table, DALI ``wds2idx`` files, typed errors
+:mod:`.reader`          one ranged read per sample (coalesced for neighbours), cache-aware
+:mod:`.dataset`         :class:`IndexedWebDataset`: ``len``, ``[i]``, sample-wise stages
+:mod:`.samplers`        :class:`ShardAwareSampler`: shards shuffled, then samples in a window
+=====================  ================================================================
+"""
+
+from .dataset import IndexedWebDataset, SampleDroppedError
+from .offsets import (
+    IndexMismatchError,
+    NoRandomAccessError,
+    OffsetsFormatError,
+    ShardOffsets,
+    is_compressed_url,
+    offsets_url,
+)
+from .samplers import ShardAwareSampler
+
+__all__ = [
+    "IndexMismatchError",
+    "IndexedWebDataset",
+    "NoRandomAccessError",
+    "OffsetsFormatError",
+    "SampleDroppedError",
+    "ShardAwareSampler",
+    "ShardOffsets",
+    "is_compressed_url",
+    "offsets_url",
+]

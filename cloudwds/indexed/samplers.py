@@ -1,0 +1,120 @@
+"""ShardAwareSampler: a shuffle that keeps reads inside a few shards at a time.
+
+``RandomSampler`` over an :class:`~cloudwds.indexed.IndexedWebDataset` is a uniform shuffle,
+but consecutive samples come from any shard: without a cache every sample is a request, with
+one the whole dataset must fit the cache. This sampler shuffles the shard order, then takes
+``window`` shards at a time and shuffles the samples of those shards together: at any moment a
+rank reads from about ``window`` shards, so a cache of ``window`` (+1) shards per rank suffices
+and each shard is downloaded once per epoch.
+
+Epochs and seeds: the order depends only on ``(seed, epoch)`` (``set_epoch(epoch)`` as with
+``DistributedSampler``), never on the process, so every rank computes the same global order.
+
+Ranks, as ``DistributedSampler``: every rank gets the same number of indices. The global order
+is cut into ``world_size`` consecutive blocks (not interleaved: a rank keeps to its own shards);
+with ``drop_last=False`` (default) the order is first padded with its own first indices up to a
+multiple of ``world_size`` (a few samples appear twice per epoch), with ``drop_last=True`` its
+tail is dropped (a few samples are skipped this epoch; which ones changes with the epoch).
+Either way the union over ranks covers every index at least (padding) or at most (dropping)
+once, and exactly once when ``len(dataset)`` is a multiple of ``world_size``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+__all__ = ["ShardAwareSampler"]
+
+
+class ShardAwareSampler:
+    """Indices of ``dataset`` (an IndexedWebDataset, or per-shard sample counts), shard-local.
+
+    ``window``: shards whose samples are shuffled together (1: shard by shard). ``shuffle=False``
+    keeps shard and sample order (still split across ranks). ``rank``/``world_size`` default to
+    ``torch.distributed``'s when it is initialized, else 0 and 1.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        window: int = 4,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ):
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        counts: Sequence[int] = (
+            [len(t) for t in dataset.tables] if hasattr(dataset, "tables") else list(dataset)
+        )
+        if rank is None or world_size is None:
+            default_rank, default_size = _distributed()
+            rank = default_rank if rank is None else rank
+            world_size = default_size if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.counts = list(counts)
+        self.window = window
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.total = sum(self.counts)
+        if drop_last:
+            self.num_samples = self.total // world_size
+        else:
+            self.num_samples = -(-self.total // world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order :meth:`__iter__` gives (call it before each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def global_order(self) -> list[int]:
+        """This epoch's order of all indices, before the split across ranks."""
+        starts = [0]
+        for c in self.counts:
+            starts.append(starts[-1] + c)
+        shards = list(range(len(self.counts)))
+        rng = random.Random(f"cloudwds-shard-aware:{self.seed}:{self.epoch}")
+        if self.shuffle:
+            rng.shuffle(shards)
+        order: list[int] = []
+        for w in range(0, len(shards), self.window):
+            block = [
+                i for s in shards[w : w + self.window] for i in range(starts[s], starts[s + 1])
+            ]
+            if self.shuffle:
+                rng.shuffle(block)
+            order.extend(block)
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.global_order()
+        size = self.num_samples * self.world_size
+        if size > len(order):  # pad with the order's own beginning (DistributedSampler's way)
+            while len(order) < size:
+                order.extend(order[: size - len(order)])
+        else:
+            order = order[:size]
+        begin = self.rank * self.num_samples
+        return iter(order[begin : begin + self.num_samples])
+
+
+def _distributed() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is an optional extra
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
