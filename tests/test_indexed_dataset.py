@@ -199,3 +199,27 @@ def test_duplicate_field_raises_like_webdataset(tmp_path):
     build_index([a], offsets=True)
     with pytest.raises(DuplicateMemberError):
         IndexedWebDataset([a])[0]
+
+
+def test_verify_checksum_catches_a_same_size_rewrite(tmp_path):
+    a = write_tar(tmp_path / "a.tar", [("k0.txt", b"aaaa"), ("k1.txt", b"bbbb")])
+    build_index([a], offsets=True).save()
+    write_tar(a, [("k0.txt", b"AAAA"), ("k1.txt", b"bbbb")])  # same layout, other bytes
+    manifest = str(tmp_path / "cloudwds-index.json")
+    assert IndexedWebDataset(manifest)[0]["txt"] == b"AAAA"  # size and headers agree
+    with pytest.raises(IndexMismatchError, match="sha256") as info:
+        IndexedWebDataset(manifest, verify_checksum=True)[0]
+    assert info.value.url == a
+
+
+def test_verify_checksum_passes_and_needs_checksums(tmp_path):
+    a = write_tar(tmp_path / "a.tar", [("k0.txt", b"aaaa")])
+    build_index([a], offsets=True).save()
+    assert (
+        IndexedWebDataset(str(tmp_path / "cloudwds-index.json"), verify_checksum=True)[0]["txt"]
+        == b"aaaa"
+    )
+    os.makedirs(tmp_path / "bare")
+    b = write_tar(tmp_path / "bare" / "b.tar", [("k0.txt", b"b")])  # no manifest: no checksum
+    with pytest.raises(IndexMismatchError, match="no sha256"):
+        IndexedWebDataset([b], verify_checksum=True, build_missing=True)[0]

@@ -76,7 +76,9 @@ class IndexedWebDataset:
     (``WDS_CACHE`` applies too), or a ready ``storage`` configuration. ``coalesce_gap``: in
     ``__getitems__``, samples of one shard at most this many bytes apart are read together.
     ``check_size=False`` skips the per-shard size check (one ``info`` request per remote
-    shard and process without a cache). ``workers``: threads loading offsets files.
+    shard and process without a cache). ``verify_checksum=True`` hashes each shard once per
+    process against the manifest's sha256 before its first sample (local shards or a cache
+    only). ``workers``: threads loading offsets files.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class IndexedWebDataset:
         storage: StorageConfig | None = None,
         build_missing: bool = False,
         check_size: bool = True,
+        verify_checksum: bool = False,
         coalesce_gap: int = DEFAULT_COALESCE_GAP,
         allow_pipe: bool = False,
         workers: int | None = None,
@@ -97,6 +100,7 @@ class IndexedWebDataset:
             storage_options=storage_options, cache_dir=cache_dir, cache_size=cache_size
         )
         self.check_size = check_size
+        self.verify_checksum = verify_checksum
         self.coalesce_gap = coalesce_gap
         self.tables = _load_tables(
             urls_or_index, self.storage, build_missing, allow_pipe, workers or 8
@@ -201,7 +205,9 @@ class IndexedWebDataset:
     def _reader(self) -> RangeSource:
         if self._source is None or self._pid != os.getpid():
             # A forked worker must not share the parent's descriptors' positions or pins.
-            self._source = RangeSource(self.storage, check_size=self.check_size)
+            self._source = RangeSource(
+                self.storage, check_size=self.check_size, verify_checksum=self.verify_checksum
+            )
             self._pid = os.getpid()
         return self._source
 
@@ -298,7 +304,7 @@ def _load_tables(
     workers: int,
 ) -> list[ShardOffsets]:
     manifest: Manifest | None
-    entries: list[tuple[str, str | None, int | None, int | None, bool]]
+    entries: list[tuple[str, str | None, int | None, int | None, bool, str | None]]
     if isinstance(source, Manifest):
         manifest = source
     elif isinstance(source, str) and source.endswith(".json"):
@@ -306,7 +312,9 @@ def _load_tables(
     else:
         manifest = None
     if manifest is not None:
-        entries = [(s.url, s.offsets, s.bytes, s.samples, s.compressed) for s in manifest.shards]
+        entries = [
+            (s.url, s.offsets, s.bytes, s.samples, s.compressed, s.sha256) for s in manifest.shards
+        ]
     else:
         urls = expand_urls(source)  # type: ignore[arg-type]
         if not urls:
@@ -319,10 +327,12 @@ def _load_tables(
         for url in urls:
             info = found.get(url) if found is not None else None
             if info is None:
-                entries.append((url, None, None, None, is_compressed_url(url)))
+                entries.append((url, None, None, None, is_compressed_url(url), None))
             else:
-                entries.append((url, info.offsets, info.bytes, info.samples, info.compressed))
-    for url, _, _, _, compressed in entries:
+                entries.append(
+                    (url, info.offsets, info.bytes, info.samples, info.compressed, info.sha256)
+                )
+    for url, _, _, _, compressed, _ in entries:
         if compressed or is_compressed_url(url):
             raise NoRandomAccessError(
                 "gzip-compressed shard: a gzip stream can only be read from its start, so it "
@@ -330,8 +340,10 @@ def _load_tables(
                 url,
             )
 
-    def load(entry: tuple[str, str | None, int | None, int | None, bool]) -> ShardOffsets:
-        url, idx, size, samples, _ = entry
+    def load(
+        entry: tuple[str, str | None, int | None, int | None, bool, str | None],
+    ) -> ShardOffsets:
+        url, idx, size, samples, _, sha256 = entry
         idx = idx or offsets_url(url)
         try:
             with open_shard(idx, storage) as opened:
@@ -348,6 +360,7 @@ def _load_tables(
             return table
         table = ShardOffsets.from_idx(data, url, where=idx)
         table.shard_size = size
+        table.sha256 = sha256
         if samples is not None and samples != len(table):
             raise IndexMismatchError(
                 f"the manifest gives {samples} samples but the offsets file {idx} has {len(table)}",

@@ -129,7 +129,7 @@ class ShardOffsets:
     sample left out); sample ``s`` is members ``starts[s]`` to ``starts[s + 1] - 1``. Arrays
     keep a million-sample shard set small in memory and quick to pickle into DataLoader workers.
     ``shard_size`` is the stored object's size when known (from the manifest), checked before
-    the first read.
+    the first read; ``sha256`` its checksum (checked on request, see ``verify_checksum``).
     """
 
     url: str
@@ -138,6 +138,7 @@ class ShardOffsets:
     sizes: array[int] = field(default_factory=lambda: array("q"))
     starts: array[int] = field(default_factory=lambda: array("q", [0]))
     shard_size: int | None = None
+    sha256: str | None = None  # the stored object's checksum, from the manifest
 
     def __len__(self) -> int:
         return len(self.starts) - 1

@@ -17,11 +17,14 @@ Before the first read of a shard in a process its size is checked against the in
 manifest's ``bytes`` when known, else at least the end of the last indexed member): a shard
 rewritten since the index was built fails with :class:`~.offsets.IndexMismatchError` instead of
 returning someone else's bytes. For a remote shard without a cache this costs one ``info``
-request per shard and process (``check_size=False`` skips it).
+request per shard and process (``check_size=False`` skips it). ``verify_checksum=True`` also
+hashes each local or cached shard once per process against the manifest's ``sha256`` (a full
+read of the shard: for data you do not trust, not for every run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -63,9 +66,12 @@ def coalesce(spans: Sequence[tuple[int, int]], gap: int) -> list[tuple[int, int,
 class RangeSource:
     """Reads byte ranges of shards for one process; see the module docstring for the paths."""
 
-    def __init__(self, storage: StorageConfig, *, check_size: bool = True):
+    def __init__(
+        self, storage: StorageConfig, *, check_size: bool = True, verify_checksum: bool = False
+    ):
         self.storage = storage
         self.check_size = check_size
+        self.verify_checksum = verify_checksum
         self.requests = 0  # reads issued (local preads, cached preads and remote GETs)
         self.bytes_read = 0
         self._lock = threading.Lock()
@@ -136,10 +142,17 @@ class RangeSource:
         elif config.cache is not None and is_remote(url, config):
             f = self._cached(url)
         if f is None:
+            if self.verify_checksum:
+                raise NoRandomAccessError(
+                    "verify_checksum needs the whole shard: local shards or a cache (cache_dir=)",
+                    url,
+                )
             self._check(table, self._stat_remote(table))
             return None
         try:
             self._check(table, os.fstat(f.fileno()).st_size)
+            if self.verify_checksum:
+                self._check_sha256(table, f)
         except BaseException:
             f.close()
             raise
@@ -202,6 +215,26 @@ class RangeSource:
                 table.url,
             )
         self._checked.add(table.url)
+
+    def _check_sha256(self, table: ShardOffsets, f: BinaryIO) -> None:
+        """Hash the local (or cached) file once per process; the manifest's sha256 must match."""
+        if table.sha256 is None:
+            raise IndexMismatchError(
+                "verify_checksum: the index has no sha256 for this shard "
+                "(build it with 'cloudwds index --checksum sha256')",
+                table.url,
+            )
+        digest = hashlib.sha256()
+        pos = 0
+        while chunk := os.pread(f.fileno(), 8 << 20, pos):
+            digest.update(chunk)
+            pos += len(chunk)
+        if digest.hexdigest() != table.sha256:
+            raise IndexMismatchError(
+                f"shard's sha256 {digest.hexdigest()[:16]}... differs from the index's "
+                f"{table.sha256[:16]}...: the shard changed after the index was built",
+                table.url,
+            )
 
     def _remote_range(self, table: ShardOffsets, start: int, end: int) -> bytes:
         fs, path = self._fs(table.url)
