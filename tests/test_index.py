@@ -285,3 +285,17 @@ def test_index_with_offsets_on_s3(s3, tmp_path):
     assert manifest.shards[0].offsets == "s3://indexdata/off/shard-000000.idx"
     text = s3.fs.cat_file("indexdata/off/shard-000001.idx").decode()
     assert text.splitlines()[0] == "v1.2 4"
+
+
+def test_cli_index_writes_offsets_unless_told_not_to(tmp_path):
+    from cloudwds.cli import main
+
+    shards = make_shards(tmp_path, 2, 3, fields=("txt",))
+    assert main(["-q", "index", "--no-offsets", shards.spec]) == 0
+    assert not os.path.exists(shards.paths[0][:-4] + ".idx")
+    assert load_index(str(tmp_path / INDEX_NAME)).shards[0].offsets is None
+    assert main(["-q", "index", shards.spec]) == 0
+    manifest = load_index(str(tmp_path / INDEX_NAME))
+    assert [s.offsets for s in manifest.shards] == [p[:-4] + ".idx" for p in shards.paths]
+    with open(shards.paths[1][:-4] + ".idx", encoding="utf-8") as f:
+        assert f.readline() == "v1.2 3\n"
