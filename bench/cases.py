@@ -648,6 +648,157 @@ def rss_case(ctx: Context) -> Case:
     )
 
 
+def _indexed_prepare(ctx: Context, name: str) -> Callable[[], None]:
+    """Untimed: write the ``.idx`` offsets next to the local shards and beside the S3 copies."""
+
+    def prepare() -> None:
+        from cloudwds.index import build_index
+
+        paths = ctx.sets[name].paths()
+        build_index(paths, offsets=True, checksum=None)
+        fs = ctx.s3fs()
+        for p in paths:
+            idx = p[: -len(".tar")] + ".idx"
+            fs.put_file(idx, f"{BUCKET}/{s3_key(idx)}")
+
+    return prepare
+
+
+def _random_epoch(
+    factory: Callable[[], Any], limit: int | None, seed: int = 0
+) -> Callable[[], Result]:
+    """One epoch in a random order (``limit``: only the first indices of that order), one
+    ``ds[i]`` per sample. The dataset is built once, before the first measurement, as a
+    training job builds it once for all its epochs (loading the offsets is not an epoch's
+    cost). Reports the bytes read, ``read_ratio`` = bytes read / bytes of the samples' members,
+    and ``requests`` = reads issued (remote GETs without a cache)."""
+    import random
+
+    holder: list[Any] = []
+
+    def run() -> Result:
+        if not holder:
+            holder.append(factory())
+        ds = holder[0]
+        order = list(range(len(ds)))
+        random.Random(seed).shuffle(order)
+        order = order[:limit] if limit else order
+        needed = 0
+        before, requests = ds.reader.bytes_read, ds.reader.requests
+        for i in order:
+            ds[i]
+            shard, number = ds.locate(i)
+            table = ds.tables[shard]
+            needed += sum(table.sizes[m] for m in table.members(number))
+        read = ds.reader.bytes_read - before
+        return {
+            "samples": len(order),
+            "bytes": read,
+            "read_ratio": round(read / needed, 4) if needed else 0.0,
+            "requests": ds.reader.requests - requests,
+        }
+
+    return run
+
+
+def indexed_warm_case(ctx: Context) -> Case:
+    """Random-order epoch of IndexedWebDataset over a warm cache vs a sequential local epoch."""
+    s = ctx.sets["jpeg"]
+    paths = s.paths()
+    urls = ctx.s3_urls("jpeg")
+    so = ctx.storage_options
+    cdir = os.path.join(ctx.workdir, "indexed-warm")
+    fill = _indexed_prepare(ctx, "jpeg")
+
+    def indexed() -> Any:
+        import cloudwds
+
+        return cloudwds.IndexedWebDataset(urls, storage_options=so, cache_dir=cdir)
+
+    def local() -> Any:
+        import cloudwds
+
+        return cloudwds.IndexedWebDataset(paths)
+
+    def prepare() -> None:
+        fill()
+        limits.cat_files(paths)
+        ds = indexed()
+        consume(ds[i] for i in range(len(ds)))  # the epoch that fills the cache
+        ds.close()
+
+    variants = [
+        Variant(
+            "cloudwds-random-warm",
+            "cloudwds",
+            _random_epoch(indexed, None),
+            note="ds[i], shuffled, warm cache_dir",
+        ),
+        Variant(
+            "cloudwds-sequential-local",
+            "cloudwds",
+            _iterate(lambda: cwds_dataset(paths)),
+            note="WebDataset over the same files, local",
+        ),
+        Variant(
+            "cloudwds-random-local",
+            "cloudwds",
+            _random_epoch(local, None),
+            note="ds[i], shuffled, local files",
+        ),
+    ]
+    return Case(
+        name="indexed_warm",
+        title="random access: shuffled ds[i] epoch over a warm cache vs sequential local epoch",
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+        targets=[
+            Target(
+                "cloudwds-random-warm",
+                "cloudwds-sequential-local",
+                0.5,
+                ">= 50% of a sequential local epoch",
+            )
+        ],
+        prepare=prepare,
+    )
+
+
+INDEXED_S3_SAMPLES = 400  # one GET each on moto: a subset keeps a measurement to seconds
+
+
+def indexed_s3_case(ctx: Context) -> Case:
+    """Random-order samples straight from S3 (no cache): samples/s and bytes read / needed."""
+    urls = ctx.s3_urls("jpeg")
+    so = ctx.storage_options
+    n = min(INDEXED_S3_SAMPLES, ctx.sets["jpeg"].samples)
+
+    def indexed() -> Any:
+        import cloudwds
+
+        return cloudwds.IndexedWebDataset(urls, storage_options=so)
+
+    variants = [
+        Variant(
+            "cloudwds-random-s3",
+            "cloudwds",
+            _random_epoch(indexed, n),
+            note=f"{n} shuffled ds[i], one ranged GET each (read_ratio: bytes read / needed)",
+        ),
+    ]
+    return Case(
+        name="indexed_s3",
+        title=f"random access from S3 (moto), no cache: {n} shuffled samples",
+        dataset="jpeg",
+        variants=variants,
+        samples=n,
+        nbytes=0,
+        prepare=_indexed_prepare(ctx, "jpeg"),
+    )
+
+
 CASE_NAMES = (
     "raw_small",
     "raw_jpeg",
@@ -661,8 +812,10 @@ CASE_NAMES = (
     "s3_warm_cache",
     "ttfs",
     "rss",
+    "indexed_warm",
+    "indexed_s3",
 )
-S3_CASES = {"s3_stream", "s3_cold_cache", "s3_warm_cache", "ttfs"}
+S3_CASES = {"s3_stream", "s3_cold_cache", "s3_warm_cache", "ttfs", "indexed_warm", "indexed_s3"}
 
 
 def build_case(ctx: Context, name: str) -> Case:
@@ -679,6 +832,8 @@ def build_case(ctx: Context, name: str) -> Case:
         "s3_warm_cache": lambda: s3_warm_case(ctx),
         "ttfs": lambda: ttfs_case(ctx),
         "rss": lambda: rss_case(ctx),
+        "indexed_warm": lambda: indexed_warm_case(ctx),
+        "indexed_s3": lambda: indexed_s3_case(ctx),
     }
     return builders[name]()
 
