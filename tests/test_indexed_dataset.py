@@ -223,3 +223,23 @@ def test_verify_checksum_passes_and_needs_checksums(tmp_path):
     b = write_tar(tmp_path / "bare" / "b.tar", [("k0.txt", b"b")])  # no manifest: no checksum
     with pytest.raises(IndexMismatchError, match="no sha256"):
         IndexedWebDataset([b], verify_checksum=True, build_missing=True)[0]
+
+
+def test_dataloader_batches_use_getitems_one_read_per_shard_run(indexed):
+    ds = IndexedWebDataset(indexed.spec)
+    loader = DataLoader(ds, batch_size=7, shuffle=False, collate_fn=list)  # one batch per shard
+    batches = list(loader)
+    assert [len(b) for b in batches] == [7, 7, 7]
+    assert ds.reader.requests == 3  # DataLoader fetched each batch with __getitems__
+
+
+def test_shard_aware_sampler_in_a_dataloader_gives_every_sample(indexed):
+    from cloudwds.indexed import ShardAwareSampler
+
+    ds = IndexedWebDataset(indexed.spec)
+    sampler = ShardAwareSampler(ds, window=2, seed=4)
+    loader = DataLoader(ds, batch_size=5, sampler=sampler, num_workers=2, collate_fn=list)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        keys = [s["__key__"] for batch in loader for s in batch]
+        assert sorted(keys) == sorted(indexed.all_keys)
