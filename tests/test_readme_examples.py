@@ -5,6 +5,9 @@ the same shape (publaynet-like PNG + JSON pages of 300x300, openimages-like JPEG
 ``big.jpg`` + JSON), ``num_workers=4`` becomes 2 (the test machines have 2 cores), and the
 printed outputs become assertions. Where the README code cannot run as printed, the test
 says why and asserts what really happens.
+
+cloudwds's own README.md and docs/*.md are run by tests/test_docs.py (every ```python block, on
+the demo data).
 """
 
 from __future__ import annotations
