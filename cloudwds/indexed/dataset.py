@@ -73,7 +73,9 @@ class IndexedWebDataset:
     next to them (``cloudwds index`` writes both). ``build_missing=True`` reads shards that have
     no offsets file, once, in this process (nothing is written; ``cloudwds index`` keeps them).
     ``cache_dir`` / ``cache_size`` / ``storage_options`` as in :class:`~cloudwds.WebDataset`
-    (``WDS_CACHE`` applies too), or a ready ``storage`` configuration. ``coalesce_gap``: in
+    (``WDS_CACHE`` applies too) and the other :meth:`StorageConfig.resolve
+    <cloudwds.storage.StorageConfig.resolve>` keywords (``rewrites``, ``ais_endpoint``,
+    ``use_ais_for``, ``retries``, ``timeout``), or a ready ``storage`` configuration. ``coalesce_gap``: in
     ``__getitems__``, samples of one shard at most this many bytes apart are read together.
     ``check_size=False`` skips the per-shard size check (one ``info`` request per remote
     shard and process without a cache). ``verify_checksum=True`` hashes each shard once per
@@ -95,9 +97,13 @@ class IndexedWebDataset:
         coalesce_gap: int = DEFAULT_COALESCE_GAP,
         allow_pipe: bool = False,
         workers: int | None = None,
+        **storage_kwargs: Any,
     ):
         self.storage = storage or StorageConfig.resolve(
-            storage_options=storage_options, cache_dir=cache_dir, cache_size=cache_size
+            storage_options=storage_options,
+            cache_dir=cache_dir,
+            cache_size=cache_size,
+            **storage_kwargs,
         )
         self.check_size = check_size
         self.verify_checksum = verify_checksum
