@@ -216,6 +216,14 @@ class WebDataset(DataPipeline):
         source = self.pipeline[0] if self.pipeline else None
         return source if isinstance(source, ExactEpochSource) else None
 
+    def stateful_items(self, batch_size: int | None = None) -> DataPipeline:
+        """See :meth:`DataPipeline.stateful_items`; exact mode balances DataLoader batches."""
+        inner = self
+        if batch_size and batch_size > 1 and self._auto_batch:
+            inner = self._with_source(batch_size=int(batch_size))
+            inner._epochs = self._epochs  # the loader's copy shares the epoch counter
+        return DataPipeline.stateful_items(inner)
+
     def _with_source(self, **changes: Any) -> WebDataset:
         new = self._copy()
         source = copy.copy(new.pipeline[0])

@@ -15,21 +15,27 @@ State schema (``state_dict()`` of a pipeline whose source this is, per worker)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import ShardError
 from .handlers import Handler, reraise_exception
-from .partition import Piece, _merge, delivered_and_remaining, plan_epoch, positions, window_order
+from .partition import Piece, plan_epoch, window_order
 from .samples import tar_samples
-from .stages import Stage
+from .stagebase import StageRun, StatefulStage, handle_error
 from .stats import COUNTERS, count_samples
 from .storage import StorageConfig, open_shard, prefetch_shard
 from .world import World
 
 
-class ExactEpochSource(Stage):
-    """Source stage reading this worker's share of an exact epoch (see module doc)."""
+class ExactEpochSource(StatefulStage):
+    """Source stage reading this worker's share of an exact epoch (see module doc).
+
+    A recipe: each iteration is an :class:`_ExactRun` that owns the ``delivered`` count.
+    ``handler`` decides what a shard that fails to open or parse costs: the default re-raises;
+    ``warn_and_continue`` skips the rest of that shard's pieces and goes on with the next.
+    """
 
     def __init__(
         self,
@@ -52,16 +58,66 @@ class ExactEpochSource(Stage):
         self.shuffle = shuffle
         self.batch_size = max(1, int(batch_size))
         self.handler = handler
-        self.universe: list[Piece] | None = None  # None = all samples of all shards
-        self.delivered = 0  # live counter while iterating
-        # A loaded state (universe, samples already delivered) for the next iteration only.
-        self._staged: tuple[list[Piece] | None, int] | None = None
 
     # -- state ---------------------------------------------------------------------------
-    def pieces(self) -> list[Piece]:
-        if self.universe is not None:
-            return list(self.universe)
+    def pieces(self, universe: Sequence[Piece] | None = None) -> list[Piece]:
+        """The epoch's samples: ``universe`` (an elastic resume's remainder) or all of them."""
+        if universe is not None:
+            return list(universe)
         return [(i, 0, n) for i, n in enumerate(self.counts)]
+
+    def fresh_state(self) -> dict[str, Any]:
+        return {"delivered": 0, "universe": None}
+
+    def check_state(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        universe = state.get("universe")
+        return {
+            "delivered": int(state.get("delivered", 0)),
+            "universe": None if universe is None else [list(p) for p in universe],
+        }
+
+    # -- reading -------------------------------------------------------------------------
+    def plan(self, world: World, universe: Sequence[Piece] | None = None) -> Any:
+        return self.plan_for(
+            self.pieces(universe), world.world_size, world.num_workers, world.seed, world.epoch
+        )
+
+    def plan_for(
+        self, pieces: Sequence[Piece], world_size: int, num_workers: int, seed: int, epoch: int
+    ) -> Any:
+        """The epoch plan of ``pieces`` on a topology (also used to re-plan an elastic resume)."""
+        return plan_epoch(
+            list(pieces),
+            world_size,
+            num_workers,
+            seed,
+            epoch,
+            self.remainder,
+            self.shuffle,
+            self.batch_size,
+        )
+
+    def start(
+        self, src: Iterable[Any], world: World, state: Mapping[str, Any] | None = None
+    ) -> StageRun:
+        position = self.check_state(state or {}) or self.fresh_state()
+        universe = position["universe"]
+        pieces = None if universe is None else [(int(a), int(b), int(c)) for a, b, c in universe]
+        return _ExactRun(self, world, pieces, position["delivered"])
+
+
+class _ExactRun(StageRun):
+    """One iteration of an :class:`ExactEpochSource`: this worker's spans and its count."""
+
+    def __init__(
+        self, source: ExactEpochSource, world: World, universe: list[Piece] | None, start_at: int
+    ):
+        super().__init__()
+        self.source = source
+        self.world = world
+        self.universe = universe
+        self.start_at = start_at
+        self.delivered = start_at  # reported as loaded until the run moves on
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -69,101 +125,11 @@ class ExactEpochSource(Stage):
             "universe": None if self.universe is None else [list(p) for p in self.universe],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Make the next iteration (only) resume ``state``; later ones read whole epochs.
-
-        Until that iteration starts, ``state_dict()`` already reports the loaded position: a
-        checkpoint taken before the resumed worker delivers anything must not rewind it.
-        """
-        universe = state.get("universe")
-        pieces = None if universe is None else [tuple(p) for p in universe]
-        self._staged = (pieces, int(state.get("delivered", 0)))  # type: ignore[assignment]
-        self.universe, self.delivered = self._staged
-
-    def reset_position(self) -> None:
-        """A fresh epoch starts: whole universe, nothing delivered yet."""
-        self._staged = None
-        self.universe, self.delivered = None, 0
-
-    # -- reading -------------------------------------------------------------------------
-    def plan(self, world: World):
-        return plan_epoch(
-            self.pieces(),
-            world.world_size,
-            world.num_workers,
-            world.seed,
-            world.epoch,
-            self.remainder,
-            self.shuffle,
-            self.batch_size,
-        )
-
-    def remaining_after(self, states: Sequence[dict[str, Any]], world: World) -> list[Piece]:
-        """The samples of the epoch not yet delivered, given every rank's loader state.
-
-        Recomputes the plan the states were taken under, asks each old worker's spans which
-        samples its ``delivered`` count covers, and returns the rest as pieces — the universe of
-        the resumed epoch on the new topology.
-        """
-        first = states[0]
-        world_size, num_workers = int(first["world_size"]), int(first["num_workers"])
-        epoch = int(first["epoch"])
-        ranks = {int(s["rank"]) for s in states}
-        if ranks != set(range(world_size)):
-            raise ValueError(
-                f"an elastic resume needs the states of all {world_size} ranks, got ranks "
-                f"{sorted(ranks)} (gather them with WebLoader.gathered_state_dict())"
-            )
-        delivered_by: dict[tuple[int, int], int] = {}
-        universe = None
-        for state in states:
-            for worker, source in state["workers"].items():
-                if source is None:
-                    continue
-                delivered_by[(int(state["rank"]), int(worker))] = int(source.get("delivered", 0))
-                if source.get("universe") is not None:
-                    universe = [tuple(p) for p in source["universe"]]
-        pieces = (
-            universe if universe is not None else [(i, 0, n) for i, n in enumerate(self.counts)]
-        )
-        plan = plan_epoch(
-            pieces,
-            world_size,
-            num_workers,
-            world.seed,
-            epoch,
-            self.remainder,
-            self.shuffle,
-            self.batch_size,
-        )
-        seen: set[tuple[int, int]] = set()
-        rest: list[tuple[int, int]] = []
-        for rank in range(world_size):
-            for worker in range(num_workers):
-                done, remaining = delivered_and_remaining(
-                    plan.worker_spans(rank, worker),
-                    delivered_by.get((rank, worker), 0),
-                    self.window,
-                    world.seed,
-                    epoch,
-                    rank,
-                    worker,
-                )
-                seen.update(done)
-                rest.extend(positions(remaining))
-        left = sorted({p for p in rest if p not in seen})
-        return _merge(left)
-
-    def apply(self, src, world):
-        staged, self._staged = self._staged, None
-        self.universe, start_at = staged if staged is not None else (None, 0)
-        self.delivered = start_at
-        spans = self.plan(world).worker_spans(world.rank, world.worker)
-        return self._deliver(spans, start_at, world)
-
-    def _deliver(self, spans: Sequence[Piece], start_at: int, world: World) -> Iterator[Any]:
-        window = self.window
-        first_window, skip = divmod(start_at, window)
+    def _items(self) -> Iterator[Any]:
+        world = self.world
+        spans = self.source.plan(world, self.universe).worker_spans(world.rank, world.worker)
+        window = self.source.window
+        first_window, skip = divmod(self.start_at, window)
         self.delivered = first_window * window
         reader = self._read_pieces(spans, first_window * window)
         index = first_window
@@ -175,10 +141,9 @@ class ExactEpochSource(Stage):
                 len(chunk), window, world.seed, world.epoch, world.rank, world.worker, index
             )
             for k, i in enumerate(order):
-                if index == first_window and k < skip:
-                    self.delivered += 1
-                    continue
                 self.delivered += 1
+                if (index == first_window and k < skip) or chunk[i] is _MISSING:
+                    continue
                 yield chunk[i]
             index += 1
 
@@ -201,39 +166,68 @@ class ExactEpochSource(Stage):
                 runs.append((shard, [(start, stop)]))
         from .cache.prefetch import PrefetchGroup
 
+        source = self.source
         with PrefetchGroup() as group:  # this iteration's prefetches end with it
             for k, (shard, ranges) in enumerate(runs):
-                if k + 1 < len(runs) and self.storage.cache is not None:
-                    prefetch_shard(self.urls[runs[k + 1][0]], self.storage, group)
-                yield from self._read_ranges(shard, ranges)
+                if k + 1 < len(runs) and source.storage.cache is not None:
+                    prefetch_shard(source.urls[runs[k + 1][0]], source.storage, group)
+                try:
+                    yield from self._read_ranges(shard, ranges)
+                except ShardGone as gone:
+                    if gone.stop:  # the handler chose to end the iteration quietly
+                        return
+                    # The handler chose to go on: the rest of this shard's pieces are lost
+                    # for this epoch, but they still count as handed out, so the position
+                    # (and a resume from it) stays consistent with the plan.
+                    yield from itertools.repeat(_MISSING, gone.missing)
 
     def _read_ranges(
         self, shard: int, ranges: Sequence[tuple[int, int]]
     ) -> Iterator[dict[str, Any]]:
         """The samples of one shard whose index falls in ``ranges`` (sorted, disjoint)."""
-        url = self.urls[shard]
+        source = self.source
+        url = source.urls[shard]
         last = ranges[-1][1]
+        wanted = sum(b - a for a, b in ranges)
+        given = 0
         count = 0
         r = 0
-        with open_shard(url, self.storage) as opened:
-            COUNTERS.add("shards_opened")
-            for sample in tar_samples(opened.stream, url, opened.local_path):
-                if count >= last:
-                    if self.storage.cache is not None and opened.local_path is None:
-                        # Other workers read the other pieces of this shard from the cached
-                        # copy: read on, so that its one download completes (a download that
-                        # nobody reads any more is cancelled).
-                        while opened.stream.read(1 << 20):
-                            pass
-                    return
-                while ranges[r][1] <= count:
-                    r += 1
-                if count >= ranges[r][0]:
-                    count_samples()
-                    yield sample
-                count += 1
-        if count < last:
-            raise ShardError(f"shard has {count} samples, the index says at least {last}", url)
+        try:
+            with open_shard(url, source.storage) as opened:
+                COUNTERS.add("shards_opened")
+                for sample in tar_samples(opened.stream, url, opened.local_path):
+                    if count >= last:
+                        if source.storage.cache is not None and opened.local_path is None:
+                            # Other workers read the other pieces of this shard from the
+                            # cached copy: read on, so that its one download completes (a
+                            # download that nobody reads any more is cancelled).
+                            while opened.stream.read(1 << 20):
+                                pass
+                        return
+                    while ranges[r][1] <= count:
+                        r += 1
+                    if count >= ranges[r][0]:
+                        count_samples()
+                        given += 1
+                        yield sample
+                    count += 1
+            if count < last:
+                raise ShardError(f"shard has {count} samples, the index says at least {last}", url)
+        except Exception as exn:
+            go_on = handle_error(source.handler, exn, count=True)
+            raise ShardGone(wanted - given, stop=not go_on) from exn
+
+
+class ShardGone(Exception):
+    """Internal: a shard failed and the handler chose to continue without its rest (or stop)."""
+
+    def __init__(self, missing: int, stop: bool):
+        super().__init__(missing)
+        self.missing = missing
+        self.stop = stop
+
+
+_MISSING = object()  # a planned sample lost to a skipped shard error: counted, never handed out
 
 
 def shard_counts(urls: Sequence[str], storage: StorageConfig, index: Any = None) -> list[int]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .pipeline import DataPipeline, FluidInterface
-from .resume import StateCollate, StatefulItem, gather_states, loader_state
+from .resume import StateCollate, StatefulItem, gather_states, loader_state, rank_positions
 from .stages import apply_stage
 from .stats import COUNTERS, WaitTimer, format_stats, merge, with_rates
 from .world import current_world, default_seed
@@ -49,13 +49,8 @@ class WebLoader(FluidInterface):
         if isinstance(dataset, DataLoader):
             self.loader = dataset
         elif isinstance(dataset, DataPipeline) and not args:
-            inner = copy.copy(dataset)  # shares the epoch counter: set_epoch on either works
-            inner._emit_state = True
-            size = kwargs.get("batch_size", 1)
-            if size and size > 1 and getattr(dataset, "_auto_batch", False):
-                inner = inner._with_source(batch_size=int(size))  # type: ignore[attr-defined]
-                inner._epochs = dataset._epochs
-                inner._emit_state = True
+            # shares the epoch counter: set_epoch on either works
+            inner = dataset.stateful_items(batch_size=kwargs.get("batch_size", 1))
             batched = kwargs.get("batch_size", 1) is not None
             collate = kwargs.pop("collate_fn", None) or (
                 default_collate if batched else default_convert
@@ -113,15 +108,9 @@ class WebLoader(FluidInterface):
         if not hasattr(dataset, "load_state_dict"):
             raise TypeError(f"{type(dataset).__name__} cannot be resumed")
         if isinstance(dataset, DataPipeline):
-            dataset.load_state_dict(state, num_workers=self.loader.num_workers)
-            staged = dataset._resume or []
-            rank = current_world().rank
-            mine = next(
-                (s for s in staged if int(s["rank"]) == rank),
-                staged[0] if len(staged) == 1 else None,
-            )
+            staged = dataset.load_state_dict(state, num_workers=self.loader.num_workers) or []
             # positions loaded but not yet advanced are still this loader's state
-            self._loaded = {int(w): st for w, st in (mine or {}).get("workers", {}).items()}
+            self._loaded = rank_positions(staged, current_world().rank) if staged else {}
         else:
             dataset.load_state_dict(state)
 
@@ -140,9 +129,9 @@ class WebLoader(FluidInterface):
         world = current_world(epoch=epoch, seed=self.seed)
         it: Iterator[Any] = self._unwrap(iter(self.loader))
         if self.loader.num_workers > 0 and isinstance(dataset, DataPipeline):
-            # The workers took their copies of a staged resume. Their epochs advance in the
-            # shared counter by themselves (see cloudwds.epochs).
-            dataset._resume = None
+            # The workers took their copies of a staged resume: forget it here. Their epochs
+            # advance in the shared counter by themselves (see cloudwds.epochs).
+            dataset.load_state_dict(None)
         for stage in self.stages:
             it = apply_stage(stage, it, world)
         return self._timed(it)
@@ -178,9 +167,7 @@ class WebLoader(FluidInterface):
         if self.loader.num_workers == 0 or not snaps:
             dataset = self.loader.dataset
             snaps.append(
-                dataset._process_counters()
-                if hasattr(dataset, "_process_counters")
-                else COUNTERS.snapshot()
+                dataset.counters() if isinstance(dataset, DataPipeline) else COUNTERS.snapshot()
             )
         return with_rates(merge(snaps), self._waits.as_dict())
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import resume
 from . import stages as st
 from .epochs import EpochCounter
 from .handlers import Handler, reraise_exception
-from .resume import StatefulItem, normalize
+from .resume import StatefulItem
+from .stagebase import StageRun, StatefulStage
 from .stages import PipelineStage, Stage, apply_stage
 from .stats import COUNTERS, with_rates
 from .world import World, current_world, default_seed
@@ -166,8 +169,8 @@ class DataPipeline(_IterableBase, FluidInterface):
         self.length: int | None = None
         self._epochs = EpochCounter()
         self._resume: list[dict[str, Any]] | None = None  # loader states staged for next iter
-        self._emit_state = False  # set by WebLoader: items travel with the worker's state
-        self._live: dict[str, Any] | None = None  # this process's current iteration
+        self._emit_state = False  # stateful_items(): items travel with the worker's state
+        self._last_run: weakref.ref[PipelineRun] | None = None  # most recent iteration
 
     # -- running -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -185,7 +188,7 @@ class DataPipeline(_IterableBase, FluidInterface):
     def stateful_source(self) -> Any:
         """The stage whose position is the pipeline's state (exact source, tar reader, mixer)."""
         for stage in self.pipeline:
-            if hasattr(stage, "state_dict") and hasattr(stage, "load_state_dict"):
+            if isinstance(stage, StatefulStage):
                 return stage
         return None
 
@@ -193,165 +196,78 @@ class DataPipeline(_IterableBase, FluidInterface):
         """This process's (or DataLoader worker's) position in its current epoch.
 
         A few integers, never samples: the epoch, the rank/worker coordinates and the stateful
-        source's position after the last item this pipeline handed out. See
-        :mod:`cloudwds.resume` for the schema and for what stages the guarantee covers.
+        source's position after the last item handed out. It is the state of the most recently
+        started iteration of *this* pipeline object (each iterator also has its own
+        ``state_dict()``: ``it = iter(ds); it.state_dict()``); before any iteration, a loaded
+        state or the start of the next epoch. See :mod:`cloudwds.resume` for the schema.
         """
-        live = self._live or {"epoch": self.epoch, **_coords(current_world(seed=self.seed))}
+        run = self._last_run() if self._last_run is not None else None
+        if run is not None:
+            return run.state_dict()
+        world = current_world(seed=self.seed)
         source = self.stateful_source()
-        return {
-            **live,
-            "seed": self.seed,
-            "source": None if source is None else source.state_dict(),
-        }
+        position = None
+        if self._resume:
+            world = World(**{**vars(world), "epoch": self.epoch})
+            position = resume.worker_position(self._resume, source, world)
+        elif source is not None:
+            position = source.fresh_state()
+        return resume.worker_state(self.epoch, world, self.seed, position)
 
-    def load_state_dict(self, state: Any, num_workers: int | None = None) -> None:
+    def load_state_dict(
+        self, state: Any, num_workers: int | None = None
+    ) -> list[dict[str, Any]] | None:
         """Stage a state for the next iteration: it resumes that epoch where the state left it.
 
         Accepts one worker's state (``state_dict()``; what torchdata's ``StatefulDataLoader``
         stores), a ``WebLoader`` state, or a list of every rank's ``WebLoader`` states (needed to
-        resume on a different number of ranks or workers). With ``num_workers`` (the loader
-        passes it), a resume on another topology is planned here, in the calling process, so
-        its errors surface at once and every worker receives its share explicitly.
+        resume on a different number of ranks or workers). A state saved with another seed is
+        refused (``ValueError``). With ``num_workers`` (the loader passes it), a resume on
+        another topology is planned here, in the calling process, so its errors surface at once
+        and every worker receives its share explicitly. Returns the staged loader states
+        (what :func:`cloudwds.resume.rank_positions` reads). ``None`` forgets a staged state.
         """
-        states = normalize(state)
+        if state is None:
+            self._resume = None
+            return None
+        states = resume.load(state, self.seed)
         if num_workers is not None:
-            states = self._plan_elastic(states, max(1, num_workers))
+            world = current_world(seed=self.seed)
+            states = resume.plan_topology(
+                states, self.stateful_source(), world, max(1, num_workers)
+            )
         self._resume = states
         self._epochs.set(int(states[0]["epoch"]))
-
-    def _plan_elastic(self, states: list[dict[str, Any]], num_workers: int) -> list[dict[str, Any]]:
-        """Turn states from another topology into this rank's same-topology states."""
-        world = current_world(seed=self.seed)
-        first = states[0]
-        if (
-            int(first["world_size"]) == world.world_size
-            and int(first["num_workers"]) == num_workers
-        ):
-            return states
-        source = self.stateful_source()
-        elastic = getattr(source, "remaining_after", None)
-        if elastic is None:
-            raise ValueError(
-                "resuming on a different number of ranks or workers needs exact_epoch=True "
-                f"(was {first['world_size']} ranks x {first['num_workers']} workers, "
-                f"now {world.world_size} x {num_workers})"
-            )
-        universe = [list(p) for p in elastic(states, world)]
-        fresh = {"delivered": 0, "universe": universe}
-        return [
-            {
-                **first,
-                "rank": world.rank,
-                "world_size": world.world_size,
-                "num_workers": num_workers,
-                "workers": {str(w): dict(fresh) for w in range(num_workers)},
-            }
-        ]
-
-    def _apply_resume(self, world: World) -> None:
-        states, self._resume = self._resume, None
-        source = self.stateful_source()
-        if not states:
-            if source is not None and hasattr(source, "reset_position"):
-                source.reset_position()  # state_dict() before the first item: start of epoch
-            return
-        if source is None:
-            raise ValueError("this pipeline has no stateful source to resume")
-        first = states[0]
-        if int(first["epoch"]) != world.epoch:
-            log.warning(
-                "ignoring a loaded state of epoch %s: this iteration is epoch %d",
-                first["epoch"],
-                world.epoch,
-            )
-            if hasattr(source, "reset_position"):
-                source.reset_position()
-            return
-        same = (
-            int(first["world_size"]) == world.world_size
-            and int(first["num_workers"]) == world.num_workers
-            and len(states) in (1, world.world_size)
-        )
-        if same:
-            by_rank = {int(s["rank"]): s for s in states}
-            mine = by_rank.get(world.rank, first if len(states) == 1 else None)
-            workers = mine["workers"] if mine is not None else {}
-            worker_state = workers.get(str(world.worker))
-            if worker_state is None:
-                # Nothing delivered by this worker yet: start of its share, in the same universe
-                # the other workers of the state were planned in.
-                universe = next(
-                    (
-                        w.get("universe")
-                        for w in workers.values()
-                        if isinstance(w, dict) and w.get("universe")
-                    ),
-                    None,
-                )
-                worker_state = {
-                    "delivered": 0,
-                    "universe": universe,
-                    "shards_done": 0,
-                    "in_shard": 0,
-                }
-            source.load_state_dict(worker_state)
-            return
-        elastic = getattr(source, "remaining_after", None)
-        if elastic is None:
-            raise ValueError(
-                "resuming on a different number of ranks or workers needs exact_epoch=True "
-                f"(was {first['world_size']} ranks x {first['num_workers']} workers, "
-                f"now {world.world_size} x {world.num_workers})"
-            )
-        source.load_state_dict({"universe": elastic(states, world), "delivered": 0})
-
-    def _source_iter(self, world: World) -> Iterator[Any]:
-        source = self.pipeline[0]
-        if isinstance(source, Stage):
-            return source.apply((), world)
-        if isinstance(source, PipelineStage) and not isinstance(source, Iterable):
-            return iter(source.run())  # webdataset calls a PipelineStage source with no input
-        if isinstance(source, Iterable):
-            return iter(source)
-        if callable(source):
-            return iter(source())
-        raise TypeError(f"pipeline source must be iterable or callable, got {source!r}")
+        return states
 
     def iterator1(self, world: World) -> Iterator[Any]:
-        """One pass: source, then each stage in turn."""
-        it = self._source_iter(world)
-        for stage in self.pipeline[1:]:
-            it = apply_stage(stage, it, world)
-        return it
+        """One pass: source, then each stage in turn (no resume; see :class:`PipelineRun`)."""
+        return PipelineRun(self, world, None).chain(world, None)
 
-    def _cycles(self, world: World) -> Iterator[Any]:
-        cycles = itertools.count() if self.repetitions is None else range(self.repetitions)
-        for cycle in cycles:
-            w = World(**{**vars(world), "cycle": cycle})
-            empty = True
-            for sample in self.iterator1(w):
-                empty = False
-                yield sample
-            if empty and (self.repetitions is None or self.repetitions > 1):
-                return  # an empty pass would otherwise spin forever
-
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> PipelineRun:
         world = current_world(seed=self.seed)
         world = World(**{**vars(world), "epoch": self._epochs.take(world.worker)})
-        self._apply_resume(world)
-        self._live = {"epoch": world.epoch, **_coords(world)}
-        it = self._cycles(world)
-        if self.nsamples is not None:
-            it = itertools.islice(it, self.nsamples)
-        if self._emit_state:
-            return self._with_state(it)
-        return it
+        staged, self._resume = self._resume, None
+        position = None
+        if staged:
+            position = resume.worker_position(staged, self.stateful_source(), world)
+        run = PipelineRun(self, world, position)
+        self._last_run = weakref.ref(run)
+        return run
 
-    def _with_state(self, it: Iterator[Any]) -> Iterator[Any]:
-        for item in it:
-            yield StatefulItem(item, self.state_dict(), self._process_counters())
+    def stateful_items(self, batch_size: int | None = None) -> DataPipeline:
+        """A copy for ``WebLoader``'s workers: each item travels with the worker's state.
 
-    def _process_counters(self) -> dict[str, float]:
+        It shares this pipeline's epoch counter (``set_epoch`` on either reaches both).
+        ``batch_size`` is the DataLoader's (exact-epoch sources balance batches with it).
+        """
+        new = copy.copy(self)
+        new._emit_state = True
+        new._last_run = None
+        return new
+
+    def counters(self) -> dict[str, float]:
+        """This process's raw counters for this pipeline (merged across workers by WebLoader)."""
         snap = COUNTERS.snapshot()
         cache = getattr(getattr(self, "storage", None), "cache", None)
         if cache is not None:
@@ -361,9 +277,11 @@ class DataPipeline(_IterableBase, FluidInterface):
             snap["bytes_cache"] = cs.get("bytes_served_from_cache", 0)
         return snap
 
+    _process_counters = counters  # the older private name
+
     def stats(self) -> dict[str, Any]:
         """This process's loader counters and rates (see :mod:`cloudwds.stats`)."""
-        return with_rates(self._process_counters())
+        return with_rates(self.counters())
 
     def __len__(self) -> int:
         if self.length is None:
@@ -373,10 +291,11 @@ class DataPipeline(_IterableBase, FluidInterface):
     # -- building (each returns a new pipeline) ------------------------------------------
     def _copy(self) -> DataPipeline:
         new = copy.copy(self)
-        new.pipeline = list(self.pipeline)
+        # stateful stages are copied too: a copy shares no mutable stage object with the original
+        new.pipeline = [copy.copy(s) if isinstance(s, StatefulStage) else s for s in self.pipeline]
         new._epochs = EpochCounter(self.epoch)  # a copy never advances the original's epochs
         new._resume = None
-        new._live = None
+        new._last_run = None
         return new
 
     def compose(self, *stages: Callable[..., Any]) -> DataPipeline:
@@ -437,7 +356,12 @@ class DataPipeline(_IterableBase, FluidInterface):
         raise ValueError(f"{f!r}: not a valid pipeline stage")
 
     def _source_iter_of(self, f: Any) -> Iterator[Any]:
-        return DataPipeline(f)._source_iter(current_world(seed=self.seed))
+        return _source_iter(f, current_world(seed=self.seed))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_last_run"] = None  # a live iteration does not travel to DataLoader workers
+        return state
 
     def close(self) -> None:
         """Close every element that has ``close()`` (caches, opened resources).
@@ -461,13 +385,111 @@ class DataPipeline(_IterableBase, FluidInterface):
         return f"{type(self).__name__}(\n  {inner}\n)"
 
 
-def _coords(world: World) -> dict[str, int]:
-    return {
-        "rank": world.rank,
-        "world_size": world.world_size,
-        "worker": world.worker,
-        "num_workers": world.num_workers,
-    }
+def _source_iter(source: Any, world: World) -> Iterator[Any]:
+    if isinstance(source, Stage):
+        return source.apply((), world)
+    if isinstance(source, PipelineStage) and not isinstance(source, Iterable):
+        return iter(source.run())  # webdataset calls a PipelineStage source with no input
+    if isinstance(source, Iterable):
+        return iter(source)
+    if callable(source):
+        return iter(source())
+    raise TypeError(f"pipeline source must be iterable or callable, got {source!r}")
+
+
+class PipelineRun(Iterator[Any]):
+    """One iteration of a :class:`DataPipeline`: owns the runs of its stateful stages.
+
+    ``state_dict()`` nests the stateful source run's state (``"source"``) under the epoch and
+    the rank/worker coordinates; nothing of it lives on the pipeline or its stages, so two
+    live iterators of one pipeline report their own positions.
+    """
+
+    def __init__(self, pipeline: DataPipeline, world: World, position: dict[str, Any] | None):
+        self.pipeline = pipeline
+        self.world = world
+        self.source: StageRun | None = None  # the current pass's stateful source run
+        self._position = position  # reported until the first pass starts its source run
+        self._it: Iterator[Any] | None = None
+        self._passes: Iterator[Any] | None = None
+
+    def chain(self, world: World, position: dict[str, Any] | None) -> Iterator[Any]:
+        """One pass: source, then each stage; the first stateful stage starts at ``position``."""
+        steps = self.pipeline.pipeline
+        it: Iterator[Any] = iter(())
+        first = True
+        for i, step in enumerate(steps):
+            if isinstance(step, StatefulStage) and first:
+                first = False
+                run = step.start(it if i else (), world, position)
+                self.source = run
+                it = run
+            elif i == 0:
+                it = _source_iter(step, world)
+            else:
+                it = apply_stage(step, it, world)
+        return it
+
+    def _cycles(self) -> Iterator[Any]:
+        p = self.pipeline
+        cycles = itertools.count() if p.repetitions is None else range(p.repetitions)
+        position = self._position
+        for cycle in cycles:
+            w = World(**{**vars(self.world), "cycle": cycle})
+            empty = True
+            it = self.chain(w, position)
+            try:
+                for sample in it:
+                    empty = False
+                    yield sample
+            finally:
+                _close(it)  # an abandoned run closes its open shards (and pipe: commands) now
+            position = None
+            if empty and (p.repetitions is None or p.repetitions > 1):
+                return  # an empty pass would otherwise spin forever
+
+    def _items(self) -> Iterator[Any]:
+        self._passes = self._cycles()
+        it: Iterator[Any] = self._passes
+        if self.pipeline.nsamples is not None:
+            it = itertools.islice(it, self.pipeline.nsamples)
+        if not self.pipeline._emit_state:
+            return it
+        return self._with_state(it)
+
+    def _with_state(self, it: Iterator[Any]) -> Iterator[Any]:
+        for item in it:
+            yield StatefulItem(item, self.state_dict(), self.pipeline.counters())
+
+    def __iter__(self) -> PipelineRun:
+        return self
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = self._items()
+        return next(self._it)
+
+    def state_dict(self) -> dict[str, Any]:
+        """This iteration's position after the last item it handed out."""
+        if self.source is not None:
+            position: dict[str, Any] | None = self.source.state_dict()
+        elif self._position is not None:
+            position = dict(self._position)
+        else:
+            stage = self.pipeline.stateful_source()
+            position = None if stage is None else stage.fresh_state()
+        return resume.worker_state(self.world.epoch, self.world, self.pipeline.seed, position)
+
+    def close(self) -> None:
+        """End the iteration now: open shards close and ``pipe:`` commands stop."""
+        _close(self._it)
+        _close(self._passes)
+
+
+def _close(it: Any) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
 
 
 def add_length_method(obj: Any) -> Any:

@@ -3,14 +3,19 @@
 A *worker state* is reported by the pipeline inside each DataLoader worker (and travels to the
 main process next to every item the worker hands out, see :class:`StatefulItem`)::
 
-    {"epoch": 3, "rank": 0, "world_size": 2, "worker": 1, "num_workers": 2,
-     "source": {...}}            # the stateful source's position (few integers)
+    {"format": 1, "epoch": 3, "rank": 0, "world_size": 2, "worker": 1, "num_workers": 2,
+     "seed": 0, "source": {...}}  # the stateful source run's position (few integers)
 
 A *loader state* (``WebLoader.state_dict()``) is one rank's view: the epoch and, for each of its
 workers, the source state of the last item delivered to the caller::
 
-    {"epoch": 3, "rank": 0, "world_size": 2, "num_workers": 2, "seed": 0,
+    {"format": 1, "epoch": 3, "rank": 0, "world_size": 2, "num_workers": 2, "seed": 0,
      "workers": {"0": {...}, "1": {...}}}
+
+This module is the only code that parses checkpoints: :func:`load` normalises and validates
+them (format version, seed, consistent epoch and topology), :func:`worker_position` picks a
+worker's position, :func:`plan_topology` / :func:`remaining_after` re-plan an elastic resume.
+Pipelines and loaders only call these through ``state_dict()`` / ``load_state_dict()``.
 
 Resuming on the same topology gives each worker its own source state back. Resuming on another
 topology (elastic) needs every rank's loader state (``gather_states``) and an exact-epoch
@@ -20,9 +25,17 @@ is planned afresh for the new ranks and workers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .world import World
+
+log = logging.getLogger("cloudwds")
+
+FORMAT_VERSION = 1  # states without "format" are version 1 (written before the key existed)
 
 
 @dataclass
@@ -55,10 +68,28 @@ class StateCollate:
         return self.collate_fn(data)
 
 
+def worker_state(
+    epoch: int, world: World, seed: int, source: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """One worker's state: epoch, coordinates, seed and its stateful source's position."""
+    return {
+        "format": FORMAT_VERSION,
+        "epoch": int(epoch),
+        "rank": world.rank,
+        "world_size": world.world_size,
+        "worker": world.worker,
+        "num_workers": world.num_workers,
+        "seed": seed,
+        "source": None if source is None else dict(source),
+    }
+
+
 def loader_state(
     epoch: int, rank: int, world_size: int, num_workers: int, seed: int, workers: Mapping[int, Any]
 ) -> dict[str, Any]:
+    """One rank's state: the epoch and each worker's source position (``WebLoader``)."""
     return {
+        "format": FORMAT_VERSION,
         "epoch": epoch,
         "rank": rank,
         "world_size": world_size,
@@ -74,19 +105,192 @@ def normalize(state: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[di
         states = [dict(state)]
     else:
         states = [dict(s) for s in state]
+    if not states:
+        raise ValueError("an empty list is not a checkpoint state")
     out = []
     for s in states:
         if "workers" not in s:  # a single worker's state (StatefulDataLoader, dataset.state_dict())
-            s = loader_state(
-                s.get("epoch", 0),
-                s.get("rank", 0),
-                s.get("world_size", 1),
-                s.get("num_workers", 1),
-                s.get("seed", 0),
-                {s.get("worker", 0): s.get("source")},
-            )
+            s = {
+                **loader_state(
+                    s.get("epoch", 0),
+                    s.get("rank", 0),
+                    s.get("world_size", 1),
+                    s.get("num_workers", 1),
+                    s.get("seed"),  # type: ignore[arg-type]
+                    {s.get("worker", 0): s.get("source")},
+                ),
+                "format": s.get("format", FORMAT_VERSION),
+            }
         out.append(s)
     return out
+
+
+def load(state: Any, seed: int) -> list[dict[str, Any]]:
+    """Normalise and validate a checkpoint for a pipeline seeded with ``seed``.
+
+    Refuses (``ValueError``) unknown format versions, states of different epochs or
+    topologies mixed in one list, and states saved with another seed: the seed decides every
+    shuffle and plan, so positions saved under one seed mean other samples under another.
+    """
+    if not isinstance(state, (Mapping, Sequence)) or isinstance(state, (str, bytes)):
+        raise TypeError(f"a checkpoint state is a dict or a list of dicts, got {type(state)}")
+    states = normalize(state)
+    for s in states:
+        version = s.get("format", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint format {version!r} is not supported (this cloudwds reads "
+                f"format {FORMAT_VERSION})"
+            )
+        saved = s.get("seed")
+        if saved is not None and int(saved) != int(seed):
+            raise ValueError(
+                f"the checkpoint was saved with seed {saved}, but this pipeline's seed is "
+                f"{seed}: positions would name other samples. Build the dataset with "
+                f"seed={saved} (or WDS_SEED={saved}) to resume it."
+            )
+    first = states[0]
+    for s in states[1:]:
+        for key in ("epoch", "world_size", "num_workers"):
+            if int(s[key]) != int(first[key]):
+                raise ValueError(
+                    f"the states disagree on {key}: {first[key]} and {s[key]} (they must be "
+                    "taken at the same step on every rank)"
+                )
+    return states
+
+
+def _topology_error(first: Mapping[str, Any], world_size: int, num_workers: int) -> ValueError:
+    return ValueError(
+        "resuming on a different number of ranks or workers needs exact_epoch=True "
+        f"(was {first['world_size']} ranks x {first['num_workers']} workers, "
+        f"now {world_size} x {num_workers})"
+    )
+
+
+def plan_topology(
+    states: list[dict[str, Any]], source: Any, world: World, num_workers: int
+) -> list[dict[str, Any]]:
+    """Turn states from another topology into this rank's same-topology states.
+
+    Planned in the calling (main) process so that errors surface at once and each worker
+    later receives its share explicitly. Same topology: ``states`` unchanged.
+    """
+    first = states[0]
+    if int(first["world_size"]) == world.world_size and int(first["num_workers"]) == num_workers:
+        return states
+    if not hasattr(source, "plan_for"):
+        raise _topology_error(first, world.world_size, num_workers)
+    universe = [list(p) for p in remaining_after(source, states, world)]
+    fresh = {"delivered": 0, "universe": universe}
+    return [
+        {
+            **first,
+            "rank": world.rank,
+            "world_size": world.world_size,
+            "num_workers": num_workers,
+            "workers": {str(w): dict(fresh) for w in range(num_workers)},
+        }
+    ]
+
+
+def worker_position(
+    states: list[dict[str, Any]], source: Any, world: World
+) -> dict[str, Any] | None:
+    """The stateful source's position this worker resumes from (``None``: the start).
+
+    A state of another epoch than the iteration's is ignored with a warning; one of another
+    topology is re-planned (exact-epoch sources only).
+    """
+    if source is None:
+        raise ValueError("this pipeline has no stateful source to resume")
+    first = states[0]
+    if int(first["epoch"]) != world.epoch:
+        log.warning(
+            "ignoring a loaded state of epoch %s: this iteration is epoch %d",
+            first["epoch"],
+            world.epoch,
+        )
+        return None
+    same = (
+        int(first["world_size"]) == world.world_size
+        and int(first["num_workers"]) == world.num_workers
+        and len(states) in (1, world.world_size)
+    )
+    if not same:
+        if not hasattr(source, "plan_for"):
+            raise _topology_error(first, world.world_size, world.num_workers)
+        return {"universe": [list(p) for p in remaining_after(source, states, world)]}
+    workers = rank_positions(states, world.rank)
+    position = workers.get(world.worker)
+    if position is None:
+        # Nothing delivered by this worker yet: start of its share, in the same universe the
+        # other workers of the state were planned in.
+        universe = next(
+            (
+                w.get("universe")
+                for w in workers.values()
+                if isinstance(w, dict) and w.get("universe")
+            ),
+            None,
+        )
+        return {"delivered": 0, "universe": universe} if universe is not None else None
+    return dict(position)
+
+
+def rank_positions(states: list[dict[str, Any]], rank: int) -> dict[int, Any]:
+    """Worker → source position of ``rank`` in (normalised) loader ``states``."""
+    by_rank = {int(s["rank"]): s for s in states}
+    mine = by_rank.get(rank, states[0] if len(states) == 1 else None)
+    workers = mine.get("workers", {}) if mine is not None else {}
+    return {int(w): p for w, p in workers.items()}
+
+
+def remaining_after(source: Any, states: Sequence[Mapping[str, Any]], world: World) -> list[Any]:
+    """The samples of the epoch not yet delivered, given every rank's loader state.
+
+    Recomputes the exact-epoch plan the states were taken under (``source.plan_for``), asks
+    each old worker's spans which samples its ``delivered`` count covers, and returns the
+    rest as pieces — the universe of the resumed epoch on the new topology.
+    """
+    from .partition import _merge, delivered_and_remaining, positions
+
+    first = states[0]
+    world_size, num_workers = int(first["world_size"]), int(first["num_workers"])
+    epoch = int(first["epoch"])
+    ranks = {int(s["rank"]) for s in states}
+    if ranks != set(range(world_size)):
+        raise ValueError(
+            f"an elastic resume needs the states of all {world_size} ranks, got ranks "
+            f"{sorted(ranks)} (gather them with WebLoader.gathered_state_dict())"
+        )
+    delivered_by: dict[tuple[int, int], int] = {}
+    universe = None
+    for state in states:
+        for worker, position in state["workers"].items():
+            if position is None:
+                continue
+            delivered_by[(int(state["rank"]), int(worker))] = int(position.get("delivered", 0))
+            if position.get("universe") is not None:
+                universe = [tuple(p) for p in position["universe"]]
+    plan = source.plan_for(source.pieces(universe), world_size, num_workers, world.seed, epoch)
+    seen: set[tuple[int, int]] = set()
+    rest: list[tuple[int, int]] = []
+    for rank in range(world_size):
+        for worker in range(num_workers):
+            done, remaining = delivered_and_remaining(
+                plan.worker_spans(rank, worker),
+                delivered_by.get((rank, worker), 0),
+                source.window,
+                world.seed,
+                epoch,
+                rank,
+                worker,
+            )
+            seen.update(done)
+            rest.extend(positions(remaining))
+    left = sorted({p for p in rest if p not in seen})
+    return _merge(left)
 
 
 def gather_states(state: dict[str, Any]) -> list[dict[str, Any]]:

@@ -11,17 +11,18 @@ the shard cache in the background (when a cache is configured).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import CloudWdsError, ShardError
 from .handlers import Handler, reraise_exception
 from .samples import cbor_items, group_members, msgpack_items, tar_samples
-from .stages import Stage
+from .stagebase import StageRun, StatefulStage, handle_error
 from .stats import COUNTERS, count_samples
 from .storage import StorageConfig, open_shard, prefetch_shard
 from .storage.pipe import PipeReader
 from .tario import DEFAULT_BUFSIZE, iter_members, resolve_max_member_size
+from .world import World
 
 
 def _url_and_storage(item: Any, default: StorageConfig | None) -> tuple[str, StorageConfig]:
@@ -48,8 +49,17 @@ def _read_to_end(opened: Any) -> None:
             pass
 
 
-class _ShardExpander(Stage):
-    """Open each shard item and expand it with ``self.expand(opened)``; shared error policy."""
+class _ShardExpander(StatefulStage):
+    """Open each shard item and expand it with ``self.expand(opened)``; shared error policy.
+
+    A recipe: each iteration is an :class:`_ExpandRun` that owns its position. State::
+
+        {"shards_done": 2, "in_shard": 17}   # shard items finished, samples of the current one
+
+    Resuming skips ``shards_done`` items without opening them and parses but does not return
+    the first ``in_shard`` samples of the next; the shard stream must be the same as when the
+    state was taken (same seed, epoch and topology).
+    """
 
     def __init__(
         self,
@@ -60,61 +70,61 @@ class _ShardExpander(Stage):
         self.handler = handler
         self.storage = storage
         self.prefetch = prefetch
-        self._position = (0, 0)  # (shard items finished, samples yielded from the current one)
-        self._resume: tuple[int, int] | None = None
 
     drain = False  # read the stream to EOF after expand() (the tar reader stops early)
 
     def expand(self, opened: Any) -> Iterator[Any]:
         raise NotImplementedError
 
-    def state_dict(self) -> dict[str, int]:
-        """Position in this worker's shard stream: shards finished, samples of the current one."""
-        done, in_shard = self._position
+    def fresh_state(self) -> dict[str, Any]:
+        return {"shards_done": 0, "in_shard": 0}
+
+    def check_state(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        return {
+            "shards_done": int(state.get("shards_done", 0)),
+            "in_shard": int(state.get("in_shard", 0)),
+        }
+
+    def start(
+        self, src: Iterable[Any], world: World, state: Mapping[str, Any] | None = None
+    ) -> StageRun:
+        position = self.check_state(state or {}) or self.fresh_state()
+        return _ExpandRun(self, src, (position["shards_done"], position["in_shard"]))
+
+
+class _ExpandRun(StageRun):
+    """One pass of a :class:`_ShardExpander` over its shard items; owns the position."""
+
+    def __init__(self, stage: _ShardExpander, src: Iterable[Any], resume: tuple[int, int]):
+        super().__init__()
+        self.stage = stage
+        self.src = src
+        self.resume = resume
+        # reported as-is until the run moves on: a checkpoint taken before the first sample
+        # of a resumed run must not rewind it
+        self.position = resume
+
+    def state_dict(self) -> dict[str, Any]:
+        done, in_shard = self.position
         return {"shards_done": done, "in_shard": in_shard}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume the next iteration after ``shards_done`` items and ``in_shard`` samples.
-
-        Skipped shards are not opened; the samples of the partly read shard are parsed but not
-        returned. The shard stream must be the same as when the state was taken (same seed,
-        epoch and topology).
-        """
-        self._resume = (int(state.get("shards_done", 0)), int(state.get("in_shard", 0)))
-        self._position = self._resume  # reported as-is until the resumed iteration moves on
-
-    def reset_position(self) -> None:
-        """A fresh epoch starts: report the start of the stream until the first sample."""
-        self._resume = None
-        self._position = (0, 0)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_position"] = (0, 0)
-        return state
-
-    def apply(self, src: Iterable[Any], world: Any) -> Iterator[Any]:
-        resume, self._resume = self._resume, None
-        return self._expand_all(src, resume or (0, 0))
-
-    def _expand_all(self, src: Iterable[Any], resume: tuple[int, int]) -> Iterator[Any]:
+    def _items(self) -> Iterator[Any]:
         from .cache.prefetch import PrefetchGroup
 
         with PrefetchGroup() as group:  # this iteration's prefetches end with it
-            yield from self._expand_shards(src, resume, group)
+            yield from self._expand_shards(group)
 
-    def _expand_shards(
-        self, src: Iterable[Any], resume: tuple[int, int], group: Any
-    ) -> Iterator[Any]:
-        items = iter(src)
-        skip_shards, skip_samples = resume
+    def _expand_shards(self, group: Any) -> Iterator[Any]:
+        stage = self.stage
+        items = iter(self.src)
+        skip_shards, skip_samples = self.resume
         for _ in range(skip_shards):
             if next(items, None) is None:
                 break
         done = skip_shards
-        self._position = (done, 0)
+        self.position = (done, 0)
         ahead: deque[Any] = deque()
-        handler = self.handler
+        handler = stage.handler
         while True:
             if ahead:
                 item = ahead.popleft()
@@ -122,8 +132,8 @@ class _ShardExpander(Stage):
                 item = next(items, None)
                 if item is None:
                     return
-            url, storage = _url_and_storage(item, self.storage)
-            depth = self.prefetch if self.prefetch is not None else storage.prefetch
+            url, storage = _url_and_storage(item, stage.storage)
+            depth = stage.prefetch if stage.prefetch is not None else storage.prefetch
             if depth and storage.cache is not None:
                 while len(ahead) < depth:
                     nxt = next(items, None)
@@ -131,31 +141,29 @@ class _ShardExpander(Stage):
                         break
                     ahead.append(nxt)
                 for upcoming in ahead:
-                    prefetch_shard(*_url_and_storage(upcoming, self.storage), group)
+                    prefetch_shard(*_url_and_storage(upcoming, stage.storage), group)
             try:
                 opened = open_shard(url, storage)
             except Exception as exn:
-                COUNTERS.add("errors")
-                if handler(exn):
+                if handle_error(handler, exn, count=True):
                     continue
                 return
             COUNTERS.add("shards_opened")
             try:
                 in_shard = 0
-                for sample in self.expand(opened):
+                for sample in stage.expand(opened):
                     if skip_samples:
                         skip_samples -= 1
                         in_shard += 1
                         continue
                     in_shard += 1
-                    self._position = (done, in_shard)
+                    self.position = (done, in_shard)
                     count_samples()
                     yield sample
-                if self.drain:
+                if stage.drain:
                     _read_to_end(opened)
             except CloudWdsError as exn:
-                COUNTERS.add("errors")
-                go_on = handler(exn)
+                go_on = handle_error(handler, exn, count=True)
                 partial = getattr(exn, "partial_sample", None)
                 if partial is not None:
                     yield partial  # the handler swallowed the cut: hand out what was read, as webdataset
@@ -163,17 +171,16 @@ class _ShardExpander(Stage):
                     continue
                 return
             except Exception as exn:
-                COUNTERS.add("errors")
                 wrapped = ShardError(f"{type(exn).__name__}: {exn}", url)
                 wrapped.__cause__ = exn
-                if handler(wrapped):
+                if handle_error(handler, wrapped, count=True):
                     continue
                 return
             finally:
                 opened.close()
                 skip_samples = 0
                 done += 1
-                self._position = (done, 0)
+                self.position = (done, 0)
 
 
 class tarfile_to_samples(_ShardExpander):

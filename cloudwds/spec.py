@@ -67,7 +67,7 @@ from .samples import Sample
 from .security import USER, check_data_url
 from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
 from .sources import tarfile_to_samples
-from .stages import Stage, apply_stage
+from .stagebase import StageRun, StatefulStage, apply_stage
 from .storage import StorageConfig, open_shard
 from .urls import Rewrite, expand_urls
 from .world import World
@@ -409,7 +409,7 @@ def _is_number(x: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-class MixedSource(Stage):
+class MixedSource(StatefulStage):
     """A pipeline source that mixes the samples of a spec's collections (see the module doc).
 
     Sub-stream per collection: its shards → (``shardshuffle``: permuted by ``(seed, epoch)``)
@@ -457,13 +457,6 @@ class MixedSource(Stage):
         self.nodesplitter = nodesplitter
         self.workersplitter = workersplitter
         self.use_index = use_index
-        self._staged: dict[str, Any] | None = None
-        self._run: _MixRun | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_run"] = None  # a live iteration (open shards, generators) does not travel
-        return state
 
     def __repr__(self) -> str:
         names = ", ".join(c.name for c in self.spec.collections)
@@ -476,23 +469,16 @@ class MixedSource(Stage):
             for c, w in zip(self.spec.collections, _epoch_weights(self.spec, world))
         }
 
-    def apply(self, src: Iterable[Any], world: World) -> Iterator[Sample]:
-        state, self._staged = self._staged, None
-        run = _MixRun(self, world, state)
-        self._run = run
-        return run.samples()
+    def start(
+        self, src: Iterable[Any], world: World, state: Mapping[str, Any] | None = None
+    ) -> StageRun:
+        """One iteration: a :class:`_MixRun` owning the RNG and the per-collection counters."""
+        return _MixRun(self, world, self.check_state(state or {}))
 
-    def state_dict(self) -> dict[str, Any]:
-        """The position after the last sample handed out (a staged state before iterating)."""
-        if self._run is not None:
-            return self._run.state()
-        return dict(self._staged) if self._staged is not None else {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Stage ``state`` for the next iteration; ``{}`` means start from the beginning."""
+    def check_state(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Validate a saved state; ``{}`` means start from the beginning."""
         if not state:
-            self._staged = None
-            return
+            return None
         if state.get("version") != STATE_VERSION:
             raise ValueError(
                 f"MixedSource state version {state.get('version')!r} is not {STATE_VERSION}"
@@ -503,8 +489,8 @@ class MixedSource(Stage):
                 f"state is for collections {sorted(state.get('collections', {}))}, "
                 f"but {self.spec.source} has {sorted(names)}"
             )
-        self._staged = json.loads(json.dumps(state))  # a private copy
-        self._run = None
+        copied: dict[str, Any] = json.loads(json.dumps(state))  # a private copy
+        return copied
 
 
 def _epoch_weights(spec: DatasetSpec, world: World) -> list[float]:
@@ -521,10 +507,11 @@ def _epoch_weights(spec: DatasetSpec, world: World) -> list[float]:
     return out
 
 
-class _MixRun:
+class _MixRun(StageRun):
     """One iteration of a :class:`MixedSource`: the RNG, the sub-streams and their counters."""
 
     def __init__(self, source: MixedSource, world: World, state: dict[str, Any] | None):
+        super().__init__()
         self.source = source
         self.world = world
         self.collections = source.spec.collections
@@ -556,7 +543,7 @@ class _MixRun:
             self.exhausted[i] = bool(entry["exhausted"])
         self.total = int(state.get("yielded", sum(self.yielded)))
 
-    def state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
         w = self.world
         return {
@@ -577,7 +564,7 @@ class _MixRun:
             },
         }
 
-    def samples(self) -> Iterator[Sample]:
+    def _items(self) -> Iterator[Sample]:
         n = len(self.collections)
         streams: list[Iterator[Sample] | None] = [None] * n
         for i in range(n):

@@ -4,11 +4,17 @@ a pipeline applies either to a stream (:func:`apply_stage`).
 A :class:`Stage` receives the iteration's :class:`~cloudwds.world.World` (epoch, rank, worker,
 seed) through :meth:`Stage.apply`, which is how random stages get stable, per-epoch seeds
 without any global state; called directly (``stage(src)``) it uses the caller's world.
+
+Recipe and run: a stage object is a *recipe* (its arguments; shared by fluent copies, pickled
+to DataLoader workers). A :class:`StatefulStage` keeps nothing about an iteration on itself:
+:meth:`StatefulStage.start` returns a :class:`StageRun`, an iterator that owns the position
+(and random state, open streams) of that one iteration and reports it with ``state_dict()``.
+Two live iterations of one stage therefore never share a position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .handlers import Handler
@@ -27,6 +33,86 @@ class Stage:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+class StageRun(Iterator[Any]):
+    """One iteration of a :class:`StatefulStage`: yields its items and owns their position.
+
+    Subclasses implement :meth:`_items` (a generator over ``self``'s fields) and
+    :meth:`state_dict`; ``close()`` ends the iteration (open shards close with it).
+    """
+
+    def __init__(self) -> None:
+        self._gen: Iterator[Any] | None = None
+
+    def _items(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last item this run handed out (a few JSON-able values)."""
+        raise NotImplementedError
+
+    def __iter__(self) -> StageRun:
+        return self
+
+    def __next__(self) -> Any:
+        if self._gen is None:
+            self._gen = self._items()
+        return next(self._gen)
+
+    def close(self) -> None:
+        gen, self._gen = self._gen, None
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
+
+
+class StatefulStage(Stage):
+    """A stage whose iterations have a resumable position (tar reader, exact source, mixer).
+
+    :meth:`start` builds a :class:`StageRun` from an explicit ``state`` (``None``: the start).
+    Pipelines call it with the state they were asked to resume. Used directly as an iterator
+    factory (``stage.apply(src, world)``, ``stage(src)``), the stage also offers the
+    webdataset-era convenience of ``load_state_dict`` (applies to the next ``apply``) and
+    ``state_dict`` (the most recently started run's position).
+    """
+
+    def start(
+        self, src: Iterable[Any], world: World, state: Mapping[str, Any] | None = None
+    ) -> StageRun:
+        raise NotImplementedError
+
+    def fresh_state(self) -> dict[str, Any]:
+        """The state of a run that has handed out nothing yet."""
+        return {}
+
+    def check_state(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Validate a loaded state (raise ``ValueError``); ``None`` means "from the start"."""
+        return dict(state) if state else None
+
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:
+        staged = self.__dict__.pop("_staged", None)
+        run = self.start(src, world, staged)
+        self.__dict__["_last_run"] = run
+        return run
+
+    def state_dict(self) -> dict[str, Any]:
+        run = self.__dict__.get("_last_run")
+        if run is not None:
+            return run.state_dict()
+        staged = self.__dict__.get("_staged")
+        return dict(staged) if staged is not None else self.fresh_state()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.__dict__["_staged"] = self.check_state(state)
+        self.__dict__.pop("_last_run", None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles (fluent copies, DataLoader workers) never carry a live run
+        return {k: v for k, v in self.__dict__.items() if k != "_last_run"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 class PipelineStage:
@@ -57,6 +143,17 @@ def apply_stage(stage: Callable[..., Any], src: Iterable[Any], world: World) -> 
     return stage(src)
 
 
-def _handle(handler: Handler, exn: BaseException) -> bool:
-    """True: skip and continue; False: stop. Re-raises when the handler does."""
+def handle_error(handler: Handler, exn: BaseException, count: bool = False) -> bool:
+    """Ask ``handler`` about ``exn``: True = skip and continue, False = stop quietly.
+
+    The one place stages consult their ``handler=``; it re-raises when the handler does, and
+    with ``count`` adds the error to the ``errors`` statistic (shard-level failures).
+    """
+    if count:
+        from .stats import COUNTERS
+
+        COUNTERS.add("errors")
     return bool(handler(exn))
+
+
+_handle = handle_error  # the name the item stages use
