@@ -8,6 +8,7 @@ import logging
 import os
 
 import pytest
+from conftest import write_tar
 from dist_support import (
     SIZES,
     batch_keys,
@@ -214,3 +215,29 @@ def test_default_mode_warns_when_a_worker_gets_no_shard(data, monkeypatch, caplo
     caplog.set_level(logging.WARNING, logger="cloudwds")
     assert list(wds.WebDataset(data.paths, shardshuffle=True)) == []
     assert "received no shards" in caplog.text
+
+
+def test_a_shard_regenerated_in_place_is_recounted(data, tmp_path):
+    assert exact(data).exact_source().counts == list(SIZES)
+    members = [(f"new-{i:03d}.txt", b"x") for i in range(SIZES[2] + 4)]
+    write_tar(data.paths[2], members)  # same path, more samples
+    st = os.stat(data.paths[2])
+    os.utime(data.paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later mtime
+    counts = exact(data).exact_source().counts
+    assert counts == [*SIZES[:2], SIZES[2] + 4, *SIZES[3:]]
+    ds = exact(data, shardshuffle=False)
+    assert sum(1 for s in ds if s["__key__"].startswith("new-")) == SIZES[2] + 4
+    remembered = list((tmp_path / "xdg" / "cloudwds" / "counts").iterdir())
+    assert len(remembered) == 1  # one entry for this shard list, updated in place
+
+
+def test_relative_urls_from_different_directories_do_not_share_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for name, n in (("one", 3), ("two", 7)):
+        os.makedirs(tmp_path / name)
+        write_tar(tmp_path / name / "sh.tar", [(f"k{i}.txt", b"x") for i in range(n)])
+    monkeypatch.chdir(tmp_path / "one")
+    assert wds.WebDataset(["sh.tar"], exact_epoch=True).exact_source().counts == [3]
+    monkeypatch.chdir(tmp_path / "two")
+    assert wds.WebDataset(["sh.tar"], exact_epoch=True).exact_source().counts == [7]
+    assert len(list((tmp_path / "xdg" / "cloudwds" / "counts").iterdir())) == 2
