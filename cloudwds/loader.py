@@ -24,6 +24,8 @@ from typing import Any
 
 from .pipeline import DataPipeline, FluidInterface
 from .resume import StateCollate, StatefulItem, gather_states, loader_state, rank_positions
+from .shmbatch import install as install_shared
+from .shmbatch import receive_all as receive_shared
 from .stages import apply_stage
 from .stats import COUNTERS, WaitTimer, format_stats, merge, with_rates
 from .world import current_world, default_seed
@@ -40,17 +42,27 @@ class WebLoader(FluidInterface):
         *args: Any,
         seed: int | None = None,
         stats_interval: float | None = None,
+        shared_batches: bool = False,
         **kwargs: Any,
     ):
         from torch.utils.data import DataLoader
         from torch.utils.data._utils.collate import default_collate, default_convert
 
         self.dataset = dataset
+        use_shared = False
         if isinstance(dataset, DataLoader):
             self.loader = dataset
         elif isinstance(dataset, DataPipeline) and not args:
             # shares the epoch counter: set_epoch on either works
             inner = dataset.stateful_items(batch_size=kwargs.get("batch_size", 1))
+            # opt-in: workers collate the last batched() into reused shared memory (shmbatch)
+            use_shared = (
+                shared_batches
+                and kwargs.get("num_workers", 0) > 0
+                and kwargs.get("batch_size", 1) is None
+                and "collate_fn" not in kwargs
+                and install_shared(inner)
+            )
             batched = kwargs.get("batch_size", 1) is not None
             collate = kwargs.pop("collate_fn", None) or (
                 default_collate if batched else default_convert
@@ -58,6 +70,7 @@ class WebLoader(FluidInterface):
             self.loader = DataLoader(inner, collate_fn=StateCollate(collate, batched), **kwargs)
         else:
             self.loader = DataLoader(dataset, *args, **kwargs)
+        self.shared_batches = use_shared
         self.stages: list[Callable[..., Any]] = []
         self.seed = default_seed(seed)
         self.length: int | None = None
@@ -128,6 +141,8 @@ class WebLoader(FluidInterface):
         self._loaded = {}
         world = current_world(epoch=epoch, seed=self.seed)
         it: Iterator[Any] = self._unwrap(iter(self.loader))
+        if self.shared_batches:
+            it = receive_shared(it, pin=self.loader.pin_memory)
         if self.loader.num_workers > 0 and isinstance(dataset, DataPipeline):
             # The workers took their copies of a staged resume: forget it here. Their epochs
             # advance in the shared counter by themselves (see cloudwds.epochs).
