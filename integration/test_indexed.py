@@ -3,7 +3,13 @@ neighbours, and a cache that serves the second epoch without any request."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +150,63 @@ def test_cache_serves_the_second_epoch_without_requests(backend: Backend, tmp_pa
         rows(second[i] for i in range(len(ds))),
         expected_rows(SHARDS, backend.urls(SHARDS, base)),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# a global shuffle under torchrun: 2 ranks x 2 workers, resumed on 3 ranks
+# ---------------------------------------------------------------------------------------------
+
+SIZES = [9, 30, 4, 21, 16]  # 80 samples: 40 per rank on 2 ranks
+SCRIPT = Path(__file__).with_name("indexed_train.py")
+
+
+def torchrun(nproc: int, config: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
+    path = tmp / f"{config['run']}.json"
+    path.write_text(json.dumps(config))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(SCRIPT.parent.parent), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc_per_node", str(nproc), str(SCRIPT), str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return [
+        json.loads((tmp / "out" / f"{config['run']}-rank{r}.json").read_text())
+        for r in range(nproc)
+    ]
+
+
+def test_global_shuffle_under_torchrun_resumes_on_three_ranks(tmp_path: Path) -> None:
+    shards = make_shards(len(SIZES), SIZES, bin_size=16)
+    paths = [str(p) for p in shards.write_dir(tmp_path / "shards")]
+    build_index(paths, offsets=True).save(str(tmp_path / "shards" / "cloudwds-index.json"))
+    (tmp_path / "out").mkdir()
+    state = str(tmp_path / "state.json")
+    base = {"shards": paths, "seed": 3, "out": str(tmp_path / "out")}
+    # 2 ranks: epoch 0 whole, then epoch 1 stopped after 3 batches (12 samples) per rank
+    two = torchrun(
+        2,
+        {**base, "run": "two", "passes": [{"epoch": 0}, {"epoch": 1, "stop": 3, "save": state}]},
+        tmp_path,
+    )
+    whole = [[k for b in r["passes"][0]["batches"] for k in b] for r in two]
+    assert [len(r["passes"][0]["batches"]) for r in two] == [10, 10]  # equal batch counts
+    assert sorted(whole[0] + whole[1]) == sorted(shards.keys)  # every sample once
+    seen = [k for r in two for b in r["passes"][1]["batches"] for k in b]
+    assert len(seen) == 24
+    # 3 ranks resume epoch 1: exactly the 56 samples not yet seen, 19/19/19 with one repeat
+    three = torchrun(
+        3, {**base, "run": "three", "passes": [{"resume": state, "epoch": 1}]}, tmp_path
+    )
+    rest = [[k for b in r["passes"][0]["batches"] for k in b] for r in three]
+    assert [len(r) for r in rest] == [19, 19, 19]
+    assert [len(r["passes"][0]["batches"]) for r in three] == [5, 5, 5]
+    flat = [k for r in rest for k in r]
+    assert set(flat) == set(shards.keys) - set(seen)
+    assert len(flat) - len(set(flat)) == 1  # the padding DistributedSampler also adds

@@ -95,3 +95,79 @@ def test_bad_arguments():
         ShardAwareSampler(COUNTS, window=0)
     with pytest.raises(ValueError, match="rank"):
         ShardAwareSampler(COUNTS, rank=2, world_size=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# GlobalShuffleSampler
+# ---------------------------------------------------------------------------------------------
+
+
+def global_parts(n: int, world_size: int, **kw) -> list[list[int]]:
+    from cloudwds.indexed import GlobalShuffleSampler
+
+    return [
+        list(GlobalShuffleSampler(n, rank=r, world_size=world_size, **kw))
+        for r in range(world_size)
+    ]
+
+
+def test_global_shuffle_two_ranks_every_index_once():
+    parts = global_parts(24, 2, seed=1)
+    assert [len(p) for p in parts] == [12, 12]
+    assert sorted(parts[0] + parts[1]) == list(range(24))
+    assert parts[0] + parts[1] != list(range(24))  # shuffled
+
+
+def test_global_shuffle_pads_or_drops_like_distributed_sampler():
+    padded = global_parts(25, 3)
+    assert [len(p) for p in padded] == [9, 9, 9]
+    assert set(sum(padded, [])) == set(range(25))
+    dropped = global_parts(25, 3, drop_last=True)
+    assert [len(p) for p in dropped] == [8, 8, 8]
+    assert len(set(sum(dropped, []))) == 24
+
+
+def test_global_shuffle_order_is_a_function_of_seed_and_epoch():
+    from cloudwds.indexed import GlobalShuffleSampler
+
+    a, b = GlobalShuffleSampler(50, seed=3), GlobalShuffleSampler(50, seed=3)
+    assert list(a) == list(b)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+    b.set_epoch(1)
+    assert list(a) == list(b)
+
+
+def test_resume_on_another_world_size_gives_exactly_the_remainder():
+    from cloudwds.indexed import GlobalShuffleSampler
+
+    samplers = [GlobalShuffleSampler(60, seed=8, rank=r, world_size=2) for r in range(2)]
+    for s in samplers:
+        s.set_epoch(4)
+    firsts = [list(s)[:9] for s in samplers]  # each rank's loop took 9 samples: 42 remain
+    state = samplers[0].state_dict(consumed=9)
+    assert state == samplers[1].state_dict(consumed=9)  # every rank holds the same state
+    resumed = [GlobalShuffleSampler(60, rank=r, world_size=3) for r in range(3)]
+    for s in resumed:
+        s.load_state_dict(state)
+        s.set_epoch(4)  # the usual loop calls set_epoch again: the resume is kept
+    rest = [list(s) for s in resumed]
+    assert [len(r) for r in rest] == [14, 14, 14]
+    seen = firsts[0] + firsts[1]
+    assert sorted(seen + sum(rest, [])) == list(range(60))  # each sample exactly once
+    # chained: after 5 more each on 3 ranks, resume on 1 rank
+    state2 = resumed[0].state_dict(consumed=5)
+    one = GlobalShuffleSampler(60, rank=0, world_size=1)
+    one.load_state_dict(state2)
+    last = list(one)
+    assert sorted(seen + [i for r in rest for i in r[:5]] + last) == list(range(60))
+    one.set_epoch(5)  # the next epoch is whole again
+    assert len(one) == 60
+
+
+def test_state_for_another_dataset_is_refused():
+    from cloudwds.indexed import GlobalShuffleSampler
+
+    state = GlobalShuffleSampler(10).state_dict(consumed=2)
+    with pytest.raises(ValueError, match="10 samples"):
+        GlobalShuffleSampler(11).load_state_dict(state)

@@ -4,7 +4,8 @@
 :mod:`.offsets`         per-shard offsets table, DALI ``wds2idx`` files, typed errors
 :mod:`.reader`          one ranged read per sample (coalesced for neighbours), cache-aware
 :mod:`.dataset`         :class:`IndexedWebDataset`: ``len``, ``[i]``, sample-wise stages
-:mod:`.samplers`        :class:`ShardAwareSampler`: shards shuffled, then samples in a window
+:mod:`.samplers`        :class:`ShardAwareSampler` (shards shuffled, samples within a window
+                        of shards) and :class:`GlobalShuffleSampler` (uniform, resumable)
 =====================  ================================================================
 """
 
@@ -17,9 +18,10 @@ from .offsets import (
     is_compressed_url,
     offsets_url,
 )
-from .samplers import ShardAwareSampler
+from .samplers import GlobalShuffleSampler, ShardAwareSampler
 
 __all__ = [
+    "GlobalShuffleSampler",
     "IndexMismatchError",
     "IndexedWebDataset",
     "NoRandomAccessError",

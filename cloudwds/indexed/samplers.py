@@ -118,3 +118,103 @@ def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+class GlobalShuffleSampler:
+    """A uniform shuffle of all indices, equal counts per rank, resumable exactly and elastically.
+
+    Order: a permutation of ``range(len(dataset))`` that depends only on ``(seed, epoch)``.
+    Rank ``r`` of ``world_size`` takes positions ``r, r + world_size, ...`` of it (interleaved,
+    so that after every rank has consumed ``k`` samples, the samples seen are exactly the first
+    ``k * world_size`` of the order). Equal counts as with ``DistributedSampler``: the order is
+    padded with its own beginning (``drop_last=False``) or its tail is left out of this epoch
+    (``drop_last=True``).
+
+    Resume: ``state = sampler.state_dict(consumed)`` where ``consumed`` is the number of samples
+    *the training loop* of each rank has taken this epoch (``batches * batch_size``; the
+    sampler itself runs ahead by the DataLoader's prefetch, so it cannot know). All ranks hold
+    the same state; save one. ``load_state_dict(state)`` on any number of ranks makes the next
+    iteration yield exactly the samples of that epoch not yet seen, split the same way; the
+    following ``set_epoch`` starts a full epoch again. Resumes can be chained: the state keeps
+    the ``(world_size, consumed)`` of each, so the remainder is recomputed, never stored.
+
+    I/O: every sample can come from any shard, so without a cache each sample is one ranged
+    request, and with one the cache should hold the dataset; :class:`ShardAwareSampler` keeps
+    reads local instead.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ):
+        size = dataset if isinstance(dataset, int) else len(dataset)
+        if rank is None or world_size is None:
+            default_rank, default_size = _distributed()
+            rank = default_rank if rank is None else rank
+            world_size = default_size if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.size = int(size)
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.resumes: list[tuple[int, int]] = []  # (world_size, consumed per rank), in order
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch; a different epoch than a loaded state's starts it from the top."""
+        if epoch != self.epoch:
+            self.resumes = []
+        self.epoch = epoch
+
+    def remaining(self) -> list[int]:
+        """This epoch's indices not yet consumed, in order (all of them without a resume)."""
+        import numpy as np
+
+        rng = np.random.default_rng([self.seed & (2**63 - 1), self.epoch, 0x1D5])
+        order = rng.permutation(self.size).tolist()
+        for world_size, consumed in self.resumes:
+            order = order[min(len(order), consumed * world_size) :]
+        return order
+
+    def _per_rank(self, n: int) -> int:
+        return n // self.world_size if self.drop_last else -(-n // self.world_size)
+
+    def __len__(self) -> int:
+        return self._per_rank(len(self.remaining()))
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.remaining()
+        per_rank = self._per_rank(len(order))
+        size = per_rank * self.world_size
+        if size > len(order):
+            while len(order) < size:
+                order.extend(order[: size - len(order)])
+        return iter(order[self.rank : size : self.world_size])
+
+    def state_dict(self, consumed: int) -> dict[str, Any]:
+        """State after each rank's training loop took ``consumed`` samples of this epoch."""
+        if consumed < 0:
+            raise ValueError(f"consumed must be >= 0, got {consumed}")
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "size": self.size,
+            "resumes": [list(r) for r in self.resumes] + [[self.world_size, int(consumed)]],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the saved epoch with this sampler's rank and world size."""
+        if int(state["size"]) != self.size:
+            raise ValueError(
+                f"state is for a dataset of {state['size']} samples, this one has {self.size}"
+            )
+        self.seed = state["seed"]
+        self.epoch = int(state["epoch"])
+        self.resumes = [(int(w), int(c)) for w, c in state["resumes"]]
