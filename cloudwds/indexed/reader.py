@@ -171,6 +171,10 @@ class RangeSource:
             with cache.open(url, fetch) as stream:  # one download, shared with other workers
                 while stream.read(8 << 20):
                     pass
+            if not cache.contains(url):
+                # Read to the end, but this process's download thread may still be publishing
+                # (fsync + rename); another process's download was published before we read.
+                cache.wait(self.storage.retry.timeout)
         f = cache.open(url, fetch)
         if hasattr(f, "fileno") and cache.contains(url):
             try:
