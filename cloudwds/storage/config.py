@@ -38,7 +38,7 @@ class StorageConfig:
         cls,
         *,
         storage_options: Mapping[str, Any] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | bool | None = None,
         cache_size: int | str | None = None,
         rewrites: str | Sequence[tuple[str, str]] | None = None,
         ais_endpoint: str | None = None,
@@ -69,16 +69,11 @@ class StorageConfig:
         )
         if schemes and not endpoint:
             raise ValueError("USE_AIS_FOR is set but AIS_ENDPOINT is not")
-        cache = None
-        if cache_dir is not None or env.get("WDS_CACHE"):
-            from ..cache import resolve_cache
+        # remote shards are cached by default (cache_dir=False / WDS_CACHE=off opt out): the
+        # rules live in cloudwds.cache.defaults
+        from ..cache.defaults import storage_cache
 
-            cache = resolve_cache(
-                os.fspath(cache_dir) if cache_dir is not None else None,
-                cache_size,
-                verbose_cache,
-                environ=env,
-            )
+        cache = storage_cache(cache_dir, cache_size, verbose_cache, environ=env)
         if prefetch is None:
             prefetch = int(env.get("WDS_PREFETCH", "1" if cache is not None else "0"))
         policy = RetryPolicy(
