@@ -177,11 +177,16 @@ class GlobalShuffleSampler:
         """This epoch's indices not yet consumed, in order (all of them without a resume)."""
         import numpy as np
 
+        key = (self.seed, self.epoch, tuple(self.resumes))
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] == key:
+            return list(memo[1])  # len(loader) asks often: one permutation per epoch
         rng = np.random.default_rng([self.seed & (2**63 - 1), self.epoch, 0x1D5])
         order = rng.permutation(self.size).tolist()
         for world_size, consumed in self.resumes:
             order = order[min(len(order), consumed * world_size) :]
-        return order
+        self._memo = (key, order)
+        return list(order)
 
     def _per_rank(self, n: int) -> int:
         return n // self.world_size if self.drop_last else -(-n // self.world_size)
