@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import make_shards
 
 import cloudwds
 from cloudwds.cache import ShardCache
@@ -23,8 +24,6 @@ from cloudwds.cache.defaults import (
     storage_cache,
 )
 from cloudwds.storage import StorageConfig
-
-from conftest import make_shards
 
 
 def test_default_dir_follows_xdg_cache_home(tmp_path: Path) -> None:
