@@ -799,6 +799,50 @@ def indexed_s3_case(ctx: Context) -> Case:
     )
 
 
+def index_build_case(ctx: Context) -> Case:
+    """``cloudwds index`` with offsets vs without vs ``cloudwds verify``: one full read each."""
+    s = ctx.sets["jpeg"]
+    paths = s.paths()
+
+    def index(offsets: bool) -> Callable[[], Result]:
+        def run() -> Result:
+            from cloudwds.index import build_index
+
+            manifest = build_index(paths, offsets=offsets, workers=2)
+            return {"samples": manifest.total_samples, "bytes": manifest.total_bytes}
+
+        return run
+
+    def verify() -> Result:
+        import contextlib
+        import io
+
+        from cloudwds.cli import main
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = main(["-q", "verify", *paths, "--workers", "2"])
+        if code:
+            raise RuntimeError(f"cloudwds verify exited {code}")
+        return {"samples": s.samples}
+
+    variants = [
+        Variant(
+            "index+offsets", "cloudwds", index(True), note="build_index(offsets=True), 2 threads"
+        ),
+        Variant("index", "cloudwds", index(False), note="build_index(), 2 threads"),
+        Variant("verify", "cloudwds", verify, note="cloudwds verify --workers 2"),
+    ]
+    return Case(
+        name="index_build",
+        title="index build (sha256 + offsets files) vs cloudwds verify, local jpeg shards",
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+        prepare=lambda: limits.cat_files(paths),
+    )
+
+
 CASE_NAMES = (
     "raw_small",
     "raw_jpeg",
@@ -814,6 +858,7 @@ CASE_NAMES = (
     "rss",
     "indexed_warm",
     "indexed_s3",
+    "index_build",
 )
 S3_CASES = {"s3_stream", "s3_cold_cache", "s3_warm_cache", "ttfs", "indexed_warm", "indexed_s3"}
 
@@ -834,6 +879,7 @@ def build_case(ctx: Context, name: str) -> Case:
         "rss": lambda: rss_case(ctx),
         "indexed_warm": lambda: indexed_warm_case(ctx),
         "indexed_s3": lambda: indexed_s3_case(ctx),
+        "index_build": lambda: index_build_case(ctx),
     }
     return builders[name]()
 
