@@ -7,7 +7,9 @@ Why: on the plain path a worker stacks each batch into a fresh array (``np.stack
 ``torch`` then copies that array into a *new* shared-memory segment to send it to the main
 process, which maps it again: two fresh 12.6 MB allocations (page faults on every page), one
 extra 12.6 MB copy and a new mapping per batch. Here each worker keeps a small ring of
-shared-memory slots; the batch's fixed-shape array columns are stacked *straight into* a free
+shared-memory slots (created as needed, at most ``ring``, 8 by default: a worker has at most two batches
+in flight by the DataLoader's default ``prefetch_factor``, and the caller holds one or two);
+the batch's fixed-shape array columns are stacked *straight into* a free
 slot (``np.stack(..., out=)``) and the slot, already shared, travels as a file descriptor
 (torch's own reduction, no copy); the main process keeps the slot mapped for the whole pass,
 so later batches in the same slot map nothing new. The user gets the same structure and
@@ -43,11 +45,13 @@ import numpy as np
 
 from .buffers import batched, default_collation_fn
 
-__all__ = ["SharedBatch", "SharedCollate", "install", "receive_all"]
+__all__ = ["RECEIVED", "SharedBatch", "SharedCollate", "install", "receive_all"]
 
 HEADER = 64  # byte 0: slot state; columns start 64-byte aligned after it
 ALIGN = 64
 FREE, USED = 0, 1
+# batches this process received from workers: through a slot ("shared") or otherwise ("plain")
+RECEIVED: dict[str, int] = {"shared": 0, "plain": 0}
 
 
 def _align(n: int) -> int:
@@ -126,7 +130,7 @@ class SharedBatch:
     def materialize(self, pin: bool = False) -> Any:
         """The batch as the plain path makes it (before ``default_convert``), on the slot."""
         anchor = self.slot.numpy()  # every column below is a view whose base is this array
-        flag = anchor[:1]
+        flag = self.slot.numpy()[:1]  # another array on the slot: must not keep anchor alive
         out: list[Any] = []
         for what, value in self.columns:
             if what == "shm":
@@ -171,7 +175,7 @@ class SharedCollate:
     its own, with fork or spawn).
     """
 
-    def __init__(self, ring: int = 4, min_bytes: int = 1 << 16):
+    def __init__(self, ring: int = 8, min_bytes: int = 1 << 16):
         if ring < 1:
             raise ValueError(f"ring must be >= 1, got {ring}")
         self.ring = ring
@@ -225,7 +229,7 @@ class SharedCollate:
             else:
                 plan.append((arrays, total))
                 total += _align(len(arrays) * arrays[0].nbytes)
-        if total - HEADER < self.min_bytes:
+        if total == HEADER or total - HEADER < self.min_bytes:
             return default_collation_fn(samples)
         slot = self._slot(total)
         if slot is None:
@@ -246,7 +250,7 @@ class SharedCollate:
         return SharedBatch(slot.tensor, (os.getpid(), slot.index), kind, names, described)
 
 
-def install(pipeline: Any, ring: int = 4) -> bool:
+def install(pipeline: Any, ring: int = 8) -> bool:
     """Make ``pipeline``'s last stage collate into shared slots, in place; False if it can't.
 
     Only a last ``batched`` stage with the default collation qualifies: a later stage would see
@@ -282,6 +286,10 @@ def receive_all(it: Iterator[Any], pin: bool = False) -> Iterator[Any]:
             if isinstance(item, SharedBatch):
                 mapped[item.key] = item.slot
                 item = default_convert(item.materialize(pin=pin))
+                RECEIVED["shared"] += 1
+            else:
+                RECEIVED["plain"] += 1
             yield item
+            del item  # while waiting for the next one, only the caller holds this batch
     finally:
         mapped.clear()
