@@ -367,6 +367,105 @@ def loader_case(ctx: Context) -> Case:
     )
 
 
+def _rgb8_pipeline(paths: list[str]) -> Any:
+    return cwds_dataset(paths).decode("rgb8").to_tuple("jpg", "cls").batched(64)
+
+
+def _epoch_count(it: Any) -> int:
+    n = 0
+    for images, _labels in it:
+        n += len(images)
+    return n
+
+
+def _half_epoch(paths: list[str], conn: Any) -> None:
+    conn.send(_epoch_count(_rgb8_pipeline(paths)))
+    conn.close()
+
+
+def _with_children_cpu(fn: Callable[[], int]) -> Result:
+    """Run ``fn`` (an epoch); CPU time of this process plus its waited-for children."""
+    import resource
+
+    def cpu() -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    c0 = cpu()
+    samples = fn()
+    return {"samples": samples, "cpu_seconds": cpu() - c0}
+
+
+def loader_ceiling_case(ctx: Context) -> Case:
+    """DataLoader with 2 workers vs the machine's own ceiling for the same pipeline.
+
+    The ceiling: two independent single-process copies of the pipeline, forked together over
+    half the shards each (as the DataLoader forks its workers), timed until both are done.
+    Every variant's ``cpu_seconds`` includes its child processes (workers, the two copies), so
+    CPU per sample compares the loaders' workers with one process.
+    """
+    import multiprocessing as mp
+
+    s = ctx.sets["jpeg"]
+    paths = s.paths()
+    paths = paths[: len(paths) - len(paths) % 2]  # an even split over 2 workers / 2 copies
+    halves = [paths[0::2], paths[1::2]]
+
+    def one_process() -> int:
+        return _epoch_count(_rgb8_pipeline(paths))
+
+    def ceiling() -> int:
+        fork = mp.get_context("fork")
+        pipes = [fork.Pipe(duplex=False) for _ in halves]
+        procs = [
+            fork.Process(target=_half_epoch, args=(half, w))
+            for half, (_r, w) in zip(halves, pipes, strict=True)
+        ]
+        for p in procs:
+            p.start()
+        counts = [r.recv() for r, _w in pipes]
+        for p in procs:
+            p.join()
+            if p.exitcode != 0:
+                raise RuntimeError(f"pipeline copy exited with {p.exitcode}")
+        return int(sum(counts))
+
+    def loader(shared: bool) -> int:
+        import cloudwds
+
+        return _epoch_count(
+            cloudwds.WebLoader(
+                _rgb8_pipeline(paths), num_workers=2, batch_size=None, shared_batches=shared
+            )
+        )
+
+    variants = [
+        Variant("one-process", "cloudwds", lambda: _with_children_cpu(one_process)),
+        Variant("two-copies", "limit", lambda: _with_children_cpu(ceiling), note="the ceiling"),
+        Variant("loader", "cloudwds", lambda: _with_children_cpu(lambda: loader(False))),
+        Variant(
+            "loader-shm",
+            "cloudwds",
+            lambda: _with_children_cpu(lambda: loader(True)),
+            note="shared_batches=True",
+        ),
+    ]
+    return Case(
+        name="loader_ceiling",
+        title='WebLoader(2 workers) vs the 2-core ceiling: decode("rgb8"), to_tuple, batched(64)',
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples // len(s.files) * len(paths),
+        nbytes=limits.file_size(paths),
+        targets=[
+            Target("loader-shm", "two-copies", 0.9, ">= 90% of two single-process copies"),
+            Target("loader", "two-copies", 0.9, "(plain workers) >= 90% of two copies"),
+        ],
+        rss=False,
+    )
+
+
 def s3_stream_case(ctx: Context) -> Case:
     s = ctx.sets["jpeg"]
     urls = ctx.s3_urls("jpeg")
@@ -851,6 +950,7 @@ CASE_NAMES = (
     "decode_rgb8",
     "shuffle",
     "loader",
+    "loader_ceiling",
     "s3_stream",
     "s3_cold_cache",
     "s3_warm_cache",
@@ -872,6 +972,7 @@ def build_case(ctx: Context, name: str) -> Case:
         "decode_rgb8": lambda: decode_rgb8_case(ctx),
         "shuffle": lambda: shuffle_case(ctx),
         "loader": lambda: loader_case(ctx),
+        "loader_ceiling": lambda: loader_ceiling_case(ctx),
         "s3_stream": lambda: s3_stream_case(ctx),
         "s3_cold_cache": lambda: s3_cold_case(ctx),
         "s3_warm_cache": lambda: s3_warm_case(ctx),

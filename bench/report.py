@@ -320,6 +320,26 @@ def _checks_text(data: Data, name: str) -> list[str]:
     ]
 
 
+def _cpu_per_sample_text(data: Data, name: str) -> list[str]:
+    """loader_ceiling: CPU per sample of each variant, children included, vs one process."""
+    stats = data.stats.get(name, {})
+    base = stats.get("one-process")
+    if name != "loader_ceiling" or base is None or not base.cpu_median or not base.samples:
+        return []
+    ref = base.cpu_median / base.samples
+    parts = [
+        f"{st.variant} {st.cpu_median / st.samples * 1e6:.0f} us ({st.cpu_median / st.samples / ref:.2f}x)"
+        for st in stats.values()
+        if st.cpu_median and st.samples
+    ]
+    return [
+        "CPU per sample (this process plus its workers or copies; ratio to one process): "
+        + ", ".join(parts)
+        + ".",
+        "",
+    ]
+
+
 def _ttfs_sizes(data: Data) -> tuple[str, str]:
     """Labels for the mid (one jpeg shard) and big (ttfs-big) shards, from the run's metadata."""
     sets = data.meta.get("sets", {})
@@ -387,6 +407,7 @@ def markdown(data: Data, results_rel: str) -> str:
         out += _case_table(data, name)
         out.append("")
         out += _checks_text(data, name)
+        out += _cpu_per_sample_text(data, name)
     if "ttfs" in data.cases:
         case = data.cases["ttfs"]
         stats = data.stats["ttfs"]
