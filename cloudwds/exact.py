@@ -238,8 +238,8 @@ def shard_counts(urls: Sequence[str], storage: StorageConfig, index: Any = None)
     """Samples per shard, from ``index`` (a Manifest or its URL), the shards' own index, or a count.
 
     Counting reads every shard once (through the cache, if any) and is remembered in
-    ``<cache>/counts/`` (the shard cache dir, else ``$XDG_CACHE_HOME/cloudwds``), so it happens
-    once per dataset and machine. Run ``cloudwds index`` to write a shared index instead.
+    ``$XDG_CACHE_HOME/cloudwds/counts/`` per shard identity (:func:`shard_identity`), so it
+    happens once per dataset and machine, and again only for shards that changed. Run ``cloudwds index`` to write a shared index instead.
     """
     from .index import Manifest, find_index, load_index
 
@@ -294,12 +294,10 @@ def _remembered_counts(urls: list[str], storage: StorageConfig) -> list[int]:
     """Counts remembered per shard identity; only shards that changed (or are new) are read."""
     from .index import build_index
 
-    root = (
-        storage.cache.cache_dir
-        if storage.cache is not None
-        else os.path.join(
-            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cloudwds"
-        )
+    # One place per user, whatever shard cache is configured: entries are keyed by content
+    # identity, so they are valid for any cache (and survive a cache being cleared).
+    root = os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cloudwds"
     )
     identities = [shard_identity(u) for u in urls]
     names = [i["url"] for i in identities]

@@ -23,7 +23,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .pipeline import DataPipeline, FluidInterface
-from .resume import StateCollate, StatefulItem, gather_states, loader_state, rank_positions
+from .resume import (
+    StateCollate,
+    StatefulItem,
+    gather_states,
+    loader_state,
+    rank_positions,
+    worker_entry,
+)
 from .shmbatch import install as install_shared
 from .shmbatch import receive_all as receive_shared
 from .stages import apply_stage
@@ -191,7 +198,7 @@ class WebLoader(FluidInterface):
         for out in it:
             if isinstance(out, StatefulItem):
                 worker = int(out.state.get("worker", 0))
-                states[worker] = out.state.get("source")
+                states[worker] = worker_entry(out.state)
                 if out.stats is not None:
                     self._worker_stats[worker] = out.stats
                 yield out.item

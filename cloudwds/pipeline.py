@@ -206,13 +206,16 @@ class DataPipeline(_IterableBase, FluidInterface):
             return run.state_dict()
         world = current_world(seed=self.seed)
         source = self.stateful_source()
-        position = None
+        entry: dict[str, Any] = {}
         if self._resume:
             world = World(**{**vars(world), "epoch": self.epoch})
-            position = resume.worker_position(self._resume, source, world)
-        elif source is not None:
+            entry = resume.worker_position(self._resume, source, world) or {}
+        position = entry.get("source")
+        if position is None and source is not None:
             position = source.fresh_state()
-        return resume.worker_state(self.epoch, world, self.seed, position)
+        return resume.worker_state(
+            self.epoch, world, self.seed, position, entry.get("cycle", 0), entry.get("yielded", 0)
+        )
 
     def load_state_dict(
         self, state: Any, num_workers: int | None = None
@@ -248,10 +251,10 @@ class DataPipeline(_IterableBase, FluidInterface):
         world = current_world(seed=self.seed)
         world = World(**{**vars(world), "epoch": self._epochs.take(world.worker)})
         staged, self._resume = self._resume, None
-        position = None
+        entry = None
         if staged:
-            position = resume.worker_position(staged, self.stateful_source(), world)
-        run = PipelineRun(self, world, position)
+            entry = resume.worker_position(staged, self.stateful_source(), world)
+        run = PipelineRun(self, world, entry)
         self._last_run = weakref.ref(run)
         return run
 
@@ -405,11 +408,14 @@ class PipelineRun(Iterator[Any]):
     live iterators of one pipeline report their own positions.
     """
 
-    def __init__(self, pipeline: DataPipeline, world: World, position: dict[str, Any] | None):
+    def __init__(self, pipeline: DataPipeline, world: World, entry: dict[str, Any] | None):
         self.pipeline = pipeline
         self.world = world
+        entry = entry or {}
+        self.cycle = int(entry.get("cycle", 0))  # the pass over the source (repeat/with_epoch)
+        self.yielded = int(entry.get("yielded", 0))  # items handed out (what with_epoch counts)
         self.source: StageRun | None = None  # the current pass's stateful source run
-        self._position = position  # reported until the first pass starts its source run
+        self._position: dict[str, Any] | None = entry.get("source")  # until the first pass
         self._it: Iterator[Any] | None = None
         self._passes: Iterator[Any] | None = None
 
@@ -432,10 +438,9 @@ class PipelineRun(Iterator[Any]):
 
     def _cycles(self) -> Iterator[Any]:
         p = self.pipeline
-        cycles = itertools.count() if p.repetitions is None else range(p.repetitions)
         position = self._position
-        for cycle in cycles:
-            w = World(**{**vars(self.world), "cycle": cycle})
+        while p.repetitions is None or self.cycle < p.repetitions:
+            w = World(**{**vars(self.world), "cycle": self.cycle})
             empty = True
             it = self.chain(w, position)
             try:
@@ -444,22 +449,30 @@ class PipelineRun(Iterator[Any]):
                     yield sample
             finally:
                 _close(it)  # an abandoned run closes its open shards (and pipe: commands) now
-            position = None
-            if empty and (p.repetitions is None or p.repetitions > 1):
+            resumed, position = position is not None, None
+            if empty and not resumed and (p.repetitions is None or p.repetitions > 1):
                 return  # an empty pass would otherwise spin forever
+            if p.repetitions is not None and self.cycle + 1 >= p.repetitions:
+                return  # the last pass: its end position stays the run's state
+            self.cycle += 1
+            self.source = None
 
     def _items(self) -> Iterator[Any]:
         self._passes = self._cycles()
+        limit = self.pipeline.nsamples
         it: Iterator[Any] = self._passes
-        if self.pipeline.nsamples is not None:
-            it = itertools.islice(it, self.pipeline.nsamples)
-        if not self.pipeline._emit_state:
-            return it
-        return self._with_state(it)
+        if limit is not None:
+            it = itertools.islice(it, max(0, limit - self.yielded))
+        return self._counted(it)
 
-    def _with_state(self, it: Iterator[Any]) -> Iterator[Any]:
+    def _counted(self, it: Iterator[Any]) -> Iterator[Any]:
+        emit = self.pipeline._emit_state
         for item in it:
-            yield StatefulItem(item, self.state_dict(), self.pipeline.counters())
+            self.yielded += 1
+            if emit:
+                yield StatefulItem(item, self.state_dict(), self.pipeline.counters())
+            else:
+                yield item
 
     def __iter__(self) -> PipelineRun:
         return self
@@ -478,7 +491,9 @@ class PipelineRun(Iterator[Any]):
         else:
             stage = self.pipeline.stateful_source()
             position = None if stage is None else stage.fresh_state()
-        return resume.worker_state(self.world.epoch, self.world, self.pipeline.seed, position)
+        return resume.worker_state(
+            self.world.epoch, self.world, self.pipeline.seed, position, self.cycle, self.yielded
+        )
 
     def close(self) -> None:
         """End the iteration now: open shards close and ``pipe:`` commands stop."""

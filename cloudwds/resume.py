@@ -3,14 +3,18 @@
 A *worker state* is reported by the pipeline inside each DataLoader worker (and travels to the
 main process next to every item the worker hands out, see :class:`StatefulItem`)::
 
-    {"format": 1, "epoch": 3, "rank": 0, "world_size": 2, "worker": 1, "num_workers": 2,
-     "seed": 0, "source": {...}}  # the stateful source run's position (few integers)
+    {"format": 2, "epoch": 3, "rank": 0, "world_size": 2, "worker": 1, "num_workers": 2,
+     "seed": 0, "cycle": 0, "yielded": 17,
+     "source": {...}}  # the stateful source run's position (few integers)
 
 A *loader state* (``WebLoader.state_dict()``) is one rank's view: the epoch and, for each of its
-workers, the source state of the last item delivered to the caller::
+workers, the entry of the last item delivered to the caller::
 
-    {"format": 1, "epoch": 3, "rank": 0, "world_size": 2, "num_workers": 2, "seed": 0,
-     "workers": {"0": {...}, "1": {...}}}
+    {"format": 2, "epoch": 3, "rank": 0, "world_size": 2, "num_workers": 2, "seed": 0,
+     "workers": {"0": {"cycle": 0, "yielded": 17, "source": {...}}, "1": {...}}}
+
+``cycle`` is the pass over the source (``repeat``/``with_epoch`` restart it) and ``yielded``
+the items the worker's iteration handed out (what ``with_epoch(n)`` counts).
 
 This module is the only code that parses checkpoints: :func:`load` normalises and validates
 them (format version, seed, consistent epoch and topology), :func:`worker_position` picks a
@@ -35,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cloudwds")
 
-FORMAT_VERSION = 1  # states without "format" are version 1 (written before the key existed)
+FORMAT_VERSION = 2  # 1: no "format" key, bare source positions per worker, no passes
 
 
 @dataclass
@@ -69,9 +73,14 @@ class StateCollate:
 
 
 def worker_state(
-    epoch: int, world: World, seed: int, source: Mapping[str, Any] | None
+    epoch: int,
+    world: World,
+    seed: int,
+    source: Mapping[str, Any] | None,
+    cycle: int = 0,
+    yielded: int = 0,
 ) -> dict[str, Any]:
-    """One worker's state: epoch, coordinates, seed and its stateful source's position."""
+    """One worker's state: epoch, coordinates, seed, pass and its stateful source's position."""
     return {
         "format": FORMAT_VERSION,
         "epoch": int(epoch),
@@ -80,6 +89,18 @@ def worker_state(
         "worker": world.worker,
         "num_workers": world.num_workers,
         "seed": seed,
+        "cycle": int(cycle),
+        "yielded": int(yielded),
+        "source": None if source is None else dict(source),
+    }
+
+
+def worker_entry(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a worker state a loader state keeps per worker (see the module doc)."""
+    source = state.get("source")
+    return {
+        "cycle": int(state.get("cycle", 0)),
+        "yielded": int(state.get("yielded", 0)),
         "source": None if source is None else dict(source),
     }
 
@@ -87,7 +108,7 @@ def worker_state(
 def loader_state(
     epoch: int, rank: int, world_size: int, num_workers: int, seed: int, workers: Mapping[int, Any]
 ) -> dict[str, Any]:
-    """One rank's state: the epoch and each worker's source position (``WebLoader``)."""
+    """One rank's state: the epoch and each worker's entry (``WebLoader``)."""
     return {
         "format": FORMAT_VERSION,
         "epoch": epoch,
@@ -99,8 +120,16 @@ def loader_state(
     }
 
 
+def _version(state: Mapping[str, Any]) -> Any:
+    return state.get("format", 1)  # states without "format" were written before it existed
+
+
 def normalize(state: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Accept a worker state, a loader state, or a list of loader states (one per rank)."""
+    """Accept a worker state, a loader state, or a list of loader states (one per rank).
+
+    Returns current-format loader states; format 1 (source positions directly under
+    ``"workers"``, no passes) is upgraded.
+    """
     if isinstance(state, Mapping):
         states = [dict(state)]
     else:
@@ -110,17 +139,20 @@ def normalize(state: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[di
     out = []
     for s in states:
         if "workers" not in s:  # a single worker's state (StatefulDataLoader, dataset.state_dict())
-            s = {
-                **loader_state(
-                    s.get("epoch", 0),
-                    s.get("rank", 0),
-                    s.get("world_size", 1),
-                    s.get("num_workers", 1),
-                    s.get("seed"),  # type: ignore[arg-type]
-                    {s.get("worker", 0): s.get("source")},
-                ),
-                "format": s.get("format", FORMAT_VERSION),
+            s = loader_state(
+                s.get("epoch", 0),
+                s.get("rank", 0),
+                s.get("world_size", 1),
+                s.get("num_workers", 1),
+                s.get("seed"),  # type: ignore[arg-type]
+                {s.get("worker", 0): worker_entry(s)},
+            )
+        elif _version(s) == 1:
+            workers = {
+                w: None if e is None else {"cycle": 0, "yielded": 0, "source": e}
+                for w, e in s["workers"].items()
             }
+            s = {**s, "format": FORMAT_VERSION, "workers": workers}
         out.append(s)
     return out
 
@@ -134,14 +166,16 @@ def load(state: Any, seed: int) -> list[dict[str, Any]]:
     """
     if not isinstance(state, (Mapping, Sequence)) or isinstance(state, (str, bytes)):
         raise TypeError(f"a checkpoint state is a dict or a list of dicts, got {type(state)}")
-    states = normalize(state)
-    for s in states:
-        version = s.get("format", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
+    raw = [state] if isinstance(state, Mapping) else list(state)
+    for s in raw:
+        version = _version(s)
+        if version not in (1, FORMAT_VERSION):
             raise ValueError(
                 f"checkpoint format {version!r} is not supported (this cloudwds reads "
-                f"format {FORMAT_VERSION})"
+                f"formats 1 and {FORMAT_VERSION})"
             )
+    states = normalize(state)
+    for s in states:
         saved = s.get("seed")
         if saved is not None and int(saved) != int(seed):
             raise ValueError(
@@ -182,7 +216,7 @@ def plan_topology(
     if not hasattr(source, "plan_for"):
         raise _topology_error(first, world.world_size, num_workers)
     universe = [list(p) for p in remaining_after(source, states, world)]
-    fresh = {"delivered": 0, "universe": universe}
+    fresh = {"cycle": 0, "yielded": 0, "source": {"delivered": 0, "universe": universe}}
     return [
         {
             **first,
@@ -197,7 +231,7 @@ def plan_topology(
 def worker_position(
     states: list[dict[str, Any]], source: Any, world: World
 ) -> dict[str, Any] | None:
-    """The stateful source's position this worker resumes from (``None``: the start).
+    """The entry (pass, items yielded, source position) this worker resumes (``None``: start).
 
     A state of another epoch than the iteration's is ignored with a warning; one of another
     topology is re-planned (exact-epoch sources only).
@@ -220,26 +254,29 @@ def worker_position(
     if not same:
         if not hasattr(source, "plan_for"):
             raise _topology_error(first, world.world_size, world.num_workers)
-        return {"universe": [list(p) for p in remaining_after(source, states, world)]}
+        universe = [list(p) for p in remaining_after(source, states, world)]
+        return {"cycle": 0, "yielded": 0, "source": {"universe": universe}}
     workers = rank_positions(states, world.rank)
-    position = workers.get(world.worker)
-    if position is None:
+    entry = workers.get(world.worker)
+    if entry is None:
         # Nothing delivered by this worker yet: start of its share, in the same universe the
         # other workers of the state were planned in.
-        universe = next(
+        planned: list[Any] | None = next(
             (
-                w.get("universe")
-                for w in workers.values()
-                if isinstance(w, dict) and w.get("universe")
+                e["source"].get("universe")
+                for e in workers.values()
+                if isinstance(e, dict) and e.get("source") and e["source"].get("universe")
             ),
             None,
         )
-        return {"delivered": 0, "universe": universe} if universe is not None else None
-    return dict(position)
+        if planned is None:
+            return None
+        return {"cycle": 0, "yielded": 0, "source": {"delivered": 0, "universe": planned}}
+    return worker_entry(entry)
 
 
 def rank_positions(states: list[dict[str, Any]], rank: int) -> dict[int, Any]:
-    """Worker → source position of ``rank`` in (normalised) loader ``states``."""
+    """Worker → entry (pass, items yielded, source position) of ``rank`` in loader ``states``."""
     by_rank = {int(s["rank"]): s for s in states}
     mine = by_rank.get(rank, states[0] if len(states) == 1 else None)
     workers = mine.get("workers", {}) if mine is not None else {}
@@ -267,7 +304,8 @@ def remaining_after(source: Any, states: Sequence[Mapping[str, Any]], world: Wor
     delivered_by: dict[tuple[int, int], int] = {}
     universe = None
     for state in states:
-        for worker, position in state["workers"].items():
+        for worker, entry in state["workers"].items():
+            position = None if entry is None else entry.get("source")
             if position is None:
                 continue
             delivered_by[(int(state["rank"]), int(worker))] = int(position.get("delivered", 0))

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 from dist_support import batch_keys, flat_keys, uneven_shards
+from resume_check import check_resume
 
 import cloudwds as wds
 
@@ -355,3 +356,58 @@ def test_webloader_state_records_the_dataset_seed(data):
     loader = wds.WebLoader(exact_mode(data), num_workers=0, batch_size=4)
     next(iter(loader))
     assert loader.state_dict()["seed"] == 11
+
+
+# -- check_resume over every stateful stage and source, every stop point ------------------------
+SMALL = (2, 3, 1, 4)  # ten samples in four shards: two per DataLoader worker
+
+
+def _small_pipelines(root):
+    small = uneven_shards(root, SMALL)
+    spec = root / "mix.yaml"
+    spec.write_text(
+        "dataset:\n"
+        "  - shards: sh-{00..01}.tar\n"
+        "    weight: 1\n"
+        "  - shards: sh-{02..03}.tar\n"
+        "    weight: 2\n"
+    )
+    return small, {
+        "tar": lambda: wds.WebDataset(small.paths, shardshuffle=True, seed=3),
+        "exact": lambda: wds.WebDataset(small.paths, exact_epoch=True, seed=3),
+        "exact-shuffle-window": lambda: wds.WebDataset(
+            small.paths, exact_epoch=True, seed=3
+        ).shuffle(3),
+        "resampled": lambda: wds.WebDataset(small.paths, resampled=True, seed=3).with_epoch(7),
+        "mixed-spec": lambda: wds.WebDataset(str(spec), seed=3),
+        "with_epoch": lambda: wds.WebDataset(small.paths, shardshuffle=True, seed=3).with_epoch(13),
+        "repeat": lambda: wds.WebDataset(small.paths, seed=3).repeat(2).map(_tag),
+    }
+
+
+SMALL_MODES = [
+    "tar",
+    "exact",
+    "exact-shuffle-window",
+    "resampled",
+    "mixed-spec",
+    "with_epoch",
+    "repeat",
+]
+
+
+@pytest.mark.parametrize("mode", SMALL_MODES)
+def test_check_resume_in_one_process(tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    _, pipelines = _small_pipelines(tmp_path)
+    reference = check_resume(pipelines[mode], [0])
+    check_resume(pipelines[mode], range(1, len(reference) + 1))
+
+
+@pytest.mark.parametrize("mode", SMALL_MODES)
+def test_check_resume_with_two_workers(tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    _, pipelines = _small_pipelines(tmp_path)
+    make = pipelines[mode]
+    reference = check_resume(make, [0], num_workers=2)
+    check_resume(make, range(1, len(reference) + 1), num_workers=2)

@@ -120,7 +120,7 @@ def test_a_checkpoint_with_another_seed_is_refused(data, mode):
     it = iter(ds)
     take(it, 4)
     state = ds.state_dict()
-    assert state["seed"] == 5 and state["format"] == 1
+    assert state["seed"] == 5 and state["format"] == 2
     other = MODES[mode](data, seed=6)
     with pytest.raises(ValueError, match="saved with seed 5.*seed is 6"):
         other.load_state_dict(state)
