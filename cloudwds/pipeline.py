@@ -27,7 +27,7 @@ from .handlers import Handler, reraise_exception
 from .resume import StatefulItem
 from .stagebase import StageRun, StatefulStage
 from .stages import PipelineStage, Stage, apply_stage
-from .stats import COUNTERS, with_rates
+from .stats import Counters, enter_scope, exit_scope, with_rates
 from .world import World, current_world, default_seed
 
 log = logging.getLogger("cloudwds")
@@ -171,6 +171,7 @@ class DataPipeline(_IterableBase, FluidInterface):
         self._resume: list[dict[str, Any]] | None = None  # loader states staged for next iter
         self._emit_state = False  # stateful_items(): items travel with the worker's state
         self._last_run: weakref.ref[PipelineRun] | None = None  # most recent iteration
+        self._counters = Counters()  # this pipeline's statistics (see cloudwds.stats)
 
     # -- running -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -267,11 +268,12 @@ class DataPipeline(_IterableBase, FluidInterface):
         new = copy.copy(self)
         new._emit_state = True
         new._last_run = None
+        new._counters = Counters()
         return new
 
     def counters(self) -> dict[str, float]:
         """This process's raw counters for this pipeline (merged across workers by WebLoader)."""
-        snap = COUNTERS.snapshot()
+        snap = self._counters.snapshot()
         cache = getattr(getattr(self, "storage", None), "cache", None)
         if cache is not None:
             cs = cache.stats()
@@ -299,6 +301,7 @@ class DataPipeline(_IterableBase, FluidInterface):
         new._epochs = EpochCounter(self.epoch)  # a copy never advances the original's epochs
         new._resume = None
         new._last_run = None
+        new._counters = Counters()
         return new
 
     def compose(self, *stages: Callable[..., Any]) -> DataPipeline:
@@ -480,7 +483,11 @@ class PipelineRun(Iterator[Any]):
     def __next__(self) -> Any:
         if self._it is None:
             self._it = self._items()
-        return next(self._it)
+        token = enter_scope(self.pipeline._counters)  # what this item costs counts here
+        try:
+            return next(self._it)
+        finally:
+            exit_scope(token)
 
     def state_dict(self) -> dict[str, Any]:
         """This iteration's position after the last item it handed out."""

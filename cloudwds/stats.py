@@ -1,10 +1,14 @@
 """Loader counters: is the accelerator waiting for data, and where do the bytes come from?
 
-Each process (the main process and every DataLoader worker) keeps one set of counters; the
-sources, the storage layer and the cache add to them. Workers send a snapshot along with each
-item they hand out, and ``WebLoader.stats()`` adds the latest snapshot of every worker to the
-main process's own counters and its measured wait times. ``dataset.stats()`` reports the calling
-process only. Counting costs an integer addition per sample and per storage block.
+Every pipeline object keeps its own counters (a training and a validation dataset in one
+process never mix), and each iteration of it (a ``PipelineRun``) counts into them while it
+produces an item: the sources and the storage layer add to :data:`COUNTERS`, which forwards
+each addition to the counters :func:`counting` made current in this thread (and keeps the
+process totals, which are also what work done in background threads — prefetch downloads —
+adds to). Workers send a snapshot of their pipeline's counters along with each item they hand
+out, and ``WebLoader.stats()`` adds the latest snapshot of every worker and its measured wait
+times. ``dataset.stats()`` reports the calling process only. Counting costs an integer
+addition or two per sample and per storage block.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 _FIELDS = (
@@ -54,15 +60,57 @@ class Counters:
             self.values = dict.fromkeys(_FIELDS, 0)
             self.started = time.monotonic()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # travels to spawned DataLoader workers as a fresh set: a worker counts its own work
+        return {}
 
-COUNTERS = Counters()
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+_SCOPE: ContextVar[Counters | None] = ContextVar("cloudwds_counters", default=None)
+
+
+class _ProcessCounters(Counters):
+    """The process totals; each addition also goes to the current :func:`counting` scope."""
+
+    def add(self, field: str, n: int = 1) -> None:
+        super().add(field, n)
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.add(field, n)
+
+
+COUNTERS: Counters = _ProcessCounters()
 # A forked DataLoader worker starts with its own zeroed counters, not a copy of its parent's.
 os.register_at_fork(after_in_child=COUNTERS.reset)
+
+
+def enter_scope(counters: Counters) -> Any:
+    """Hot-path form of :func:`counting`: returns the token for :func:`exit_scope`."""
+    return _SCOPE.set(counters)
+
+
+def exit_scope(token: Any) -> None:
+    _SCOPE.reset(token)
+
+
+@contextmanager
+def counting(counters: Counters) -> Iterator[Counters]:
+    """Make ``counters`` receive this thread's (this context's) additions to :data:`COUNTERS`."""
+    token = _SCOPE.set(counters)
+    try:
+        yield counters
+    finally:
+        _SCOPE.reset(token)
 
 
 def count_samples(n: int = 1) -> None:
     """Hot path: no lock (the GIL keeps a single-threaded ``+=`` of the reader consistent)."""
     COUNTERS.values["samples"] += n
+    scope = _SCOPE.get()
+    if scope is not None:
+        scope.values["samples"] += n
 
 
 def merge(snapshots: Iterable[Mapping[str, float]]) -> dict[str, float]:
