@@ -152,7 +152,10 @@ class SharedBatch:
 
     def __del__(self) -> None:
         if getattr(self, "_owned", False):
-            _release(self.slot.numpy()[:1])
+            try:
+                _release(self.slot.numpy()[:1])
+            except Exception:  # interpreter shutdown: nobody is left to reuse the slot
+                pass
 
 
 def _release(flag: np.ndarray) -> None:
