@@ -3,6 +3,9 @@
 Subcommands are thin: each parses arguments and calls library code (one module per subcommand
 in :mod:`cloudwds.commands`). Errors print one line and exit non-zero instead of a traceback
 (``--traceback`` shows it); usage errors exit 2, a closed stdout pipe exits 141.
+
+Start-up is kept short: nothing here imports torch (``cloudwds/__init__`` imports names on
+first use), and only the module of the subcommand being run is imported.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .commands import add_global_options, register_all
+from .commands import add_global_options, command_of, register_all
 from .commands._common import error_message
 
 
@@ -31,13 +34,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``argv``, only the subcommand it names is registered in full."""
     parser = argparse.ArgumentParser(
         prog="cloudwds", description="Stream WebDataset shards from anywhere."
     )
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register_all(sub)
+    register_all(sub, command_of(sys.argv[1:] if argv is None else argv))
 
     demo = sub.add_parser(
         "demo",
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     try:

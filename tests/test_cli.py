@@ -124,7 +124,7 @@ def test_every_subcommand_has_help(capsys, command):
     assert out.startswith(f"usage: cloudwds {' '.join(command)}")
 
 
-def test_errors_are_one_line_with_nonzero_exit(capsys, tmp_path):
+def test_errors_are_one_line_with_nonzero_exit(capsys, tmp_path, monkeypatch):
     code, out, err = run(capsys, "head", str(tmp_path / "missing.tar"))
     assert code == 1 and out == ""
     assert err.startswith("cloudwds head: error: ") and err.count("\n") == 1
@@ -133,8 +133,10 @@ def test_errors_are_one_line_with_nonzero_exit(capsys, tmp_path):
     code, _, err = run(capsys, "--storage-options", "{nope", "ls", "x.tar")
     assert code == 1 and err.startswith("cloudwds ls: error: --storage-options: not valid JSON")
 
+    monkeypatch.setenv("WDS_CACHE", "off")
     code, _, err = run(capsys, "cache", "stats")
-    assert code == 1 and "no cache directory" in err
+    assert code == 1 and "no cache: WDS_CACHE is off" in err
+    monkeypatch.delenv("WDS_CACHE")
 
     with pytest.raises(SystemExit) as exit_:
         main(["reshard", "x.tar"])  # -o is required: a usage error
@@ -551,3 +553,48 @@ def test_cache_subcommands(capsys, s3, tmp_path):
     code, _, err = run(capsys, *cache, "cache", "clear")
     assert code == 0 and "removed 2 shards" in err
     assert run(capsys, *cache, "cache", "ls")[1] == ""
+
+
+_IMPORTS_AFTER = """
+import sys
+
+from cloudwds.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exn:
+    code = exn.code
+heavy = sorted(m for m in ("torch", "s3fs", "gcsfs", "adlfs", "PIL") if m in sys.modules)
+print("HEAVY", ",".join(heavy), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["ls", "{dir}"], ["verify", "{dir}/shard-000000.tar"]]
+)
+def test_cli_starts_without_importing_torch(tmp_path, argv):
+    """``--help``, ``ls`` and ``verify`` on local shards import neither torch nor cloud SDKs."""
+    make_shards(tmp_path, 2, 3)
+    args = [a.replace("{dir}", str(tmp_path)) for a in argv]
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER, *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "HEAVY "
+    if argv[0] == "ls":
+        assert "shard-000001.tar" in proc.stdout
+
+
+def test_command_of_skips_global_options():
+    from cloudwds.commands import command_of
+
+    assert command_of(["--cache-dir", "ls", "verify", "x.tar"]) == "verify"
+    assert command_of(["-q", "--storage-options", "{}", "ls", "d/"]) == "ls"
+    assert command_of(["--help"]) is None
+
+
+def test_cache_command_uses_the_default_cache(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code, out, _ = run(capsys, "cache", "stats")
+    assert code == 0
+    assert str(tmp_path / "cloudwds" / "shards") in out

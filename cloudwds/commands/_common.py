@@ -47,7 +47,8 @@ def add_global_options(parser: Any, default: Any = None) -> None:
         "--cache-dir",
         metavar="DIR",
         default=default,
-        help="read remote shards through a shard cache in DIR (default: $WDS_CACHE, else none)",
+        help="read remote shards through a shard cache in DIR (default: $WDS_CACHE, else no "
+        "cache; 'cloudwds cache' uses the per-user default cache)",
     )
     parser.add_argument(
         "--traceback",
@@ -85,12 +86,16 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def storage_from_args(args: argparse.Namespace, **kw: Any) -> StorageConfig:
-    """The :class:`StorageConfig` for this invocation (arguments first, then ``WDS_*``)."""
-    return StorageConfig.resolve(
-        storage_options=storage_options(args),
-        cache_dir=getattr(args, "cache_dir", None),
-        **kw,
-    )
+    """The :class:`StorageConfig` for this invocation (arguments first, then ``WDS_*``).
+
+    Unlike a dataset, a command reads remote shards through a cache only when asked
+    (``--cache-dir`` or ``WDS_CACHE``): ``verify`` or ``stats`` over a large bucket would
+    otherwise churn the per-user default cache and evict the shards training wants.
+    """
+    cache_dir = getattr(args, "cache_dir", None)
+    if cache_dir is None and "WDS_CACHE" not in os.environ:
+        cache_dir = False
+    return StorageConfig.resolve(storage_options=storage_options(args), cache_dir=cache_dir, **kw)
 
 
 def quiet(args: argparse.Namespace) -> bool:

@@ -39,10 +39,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "cache",
         parents=[common],
         help="inspect and manage a shard cache directory (ls, stats, clear, prefetch)",
-        description="Inspect and manage the shard cache in --cache-dir (default $WDS_CACHE).",
+        description="Inspect and manage the shard cache in --cache-dir (default $WDS_CACHE, else "
+        "the per-user default cache that datasets use: $XDG_CACHE_HOME/cloudwds/shards or "
+        "~/.cache/cloudwds/shards).",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    size_help = "cache budget such as 50G (default $WDS_CACHE_SIZE, else unbounded)"
+    size_help = (
+        "cache budget such as 50G (default $WDS_CACHE_SIZE, else unbounded for --cache-dir and "
+        "min(10 GiB, 10%% of free space) for the default cache)"
+    )
 
     ls = actions.add_parser(
         "ls",
@@ -98,7 +103,7 @@ def _storage(args: argparse.Namespace) -> StorageConfig:
         prefetch=0,
     )
     if storage.cache is None:
-        raise CommandError("no cache directory: pass --cache-dir DIR or set WDS_CACHE")
+        raise CommandError("no cache: WDS_CACHE is off; pass --cache-dir DIR")
     return storage
 
 
