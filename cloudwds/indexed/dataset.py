@@ -73,7 +73,8 @@ class IndexedWebDataset:
     next to them (``cloudwds index`` writes both). ``build_missing=True`` reads shards that have
     no offsets file, once, in this process (nothing is written; ``cloudwds index`` keeps them).
     ``cache_dir`` / ``cache_size`` / ``storage_options`` as in :class:`~cloudwds.WebDataset`
-    (``WDS_CACHE`` applies too) and the other :meth:`StorageConfig.resolve
+    (``WDS_CACHE`` applies too; unlike WebDataset, no default cache: whole-shard downloads
+    would defeat byte-range reads) and the other :meth:`StorageConfig.resolve
     <cloudwds.storage.StorageConfig.resolve>` keywords (``rewrites``, ``ais_endpoint``,
     ``use_ais_for``, ``retries``, ``timeout``), or a ready ``storage`` configuration. ``coalesce_gap``: in
     ``__getitems__``, samples of one shard at most this many bytes apart are read together.
@@ -87,7 +88,7 @@ class IndexedWebDataset:
         self,
         urls_or_index: str | Manifest | Iterable[str],
         *,
-        cache_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | bool | None = None,
         cache_size: int | str | None = None,
         storage_options: Mapping[str, Any] | None = None,
         storage: StorageConfig | None = None,
@@ -99,6 +100,10 @@ class IndexedWebDataset:
         workers: int | None = None,
         **storage_kwargs: Any,
     ):
+        if cache_dir is None and "WDS_CACHE" not in os.environ:
+            # random access reads byte ranges: the per-user default cache (which downloads
+            # whole shards, see cloudwds.cache.defaults) applies only when asked for
+            cache_dir = False
         self.storage = storage or StorageConfig.resolve(
             storage_options=storage_options,
             cache_dir=cache_dir,
