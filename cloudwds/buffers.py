@@ -25,6 +25,8 @@ class shuffle(Stage):
     The random generator is derived from ``(seed, epoch, rank, worker)`` (see
     :class:`~cloudwds.world.World`); an explicit ``seed`` here replaces the pipeline's seed for
     this stage, ``rng`` (a :class:`random.Random`) overrides both. ``bufsize <= 1`` is a no-op.
+    ``handler`` is part of webdataset's signature (``filters.shuffle``) and is accepted for it;
+    a buffer calls no user code that could fail, so it is never consulted.
     """
 
     def __init__(

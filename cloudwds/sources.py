@@ -19,7 +19,7 @@ from .handlers import Handler, reraise_exception
 from .samples import cbor_items, group_members, msgpack_items, tar_samples
 from .stagebase import StageRun, StatefulStage, handle_error
 from .stats import COUNTERS, count_samples
-from .storage import StorageConfig, open_shard, prefetch_shard
+from .storage import StorageConfig, is_remote, open_shard, prefetch_shard
 from .storage.pipe import PipeReader
 from .tario import DEFAULT_BUFSIZE, iter_members, resolve_max_member_size
 from .world import World
@@ -134,7 +134,10 @@ class _ExpandRun(StageRun):
                     return
             url, storage = _url_and_storage(item, stage.storage)
             depth = stage.prefetch if stage.prefetch is not None else storage.prefetch
-            if depth and storage.cache is not None:
+            # Look ahead only for remote shards: local ones gain nothing from the cache, and
+            # pulling items early would let a work queue (DirectoryShardList) mark the shard
+            # being read as done before it is opened.
+            if depth and storage.cache is not None and is_remote(url, storage):
                 while len(ahead) < depth:
                     nxt = next(items, None)
                     if nxt is None:

@@ -156,4 +156,17 @@ def handle_error(handler: Handler, exn: BaseException, count: bool = False) -> b
     return bool(handler(exn))
 
 
-_handle = handle_error  # the name the item stages use
+def handled(src: Iterable[Any], fn: Callable[[Any], Any], handler: Handler) -> Iterator[Any]:
+    """``fn(item)`` for each item of ``src``; a failure goes to ``handler`` (skip it or stop).
+
+    The per-item stages (``map``, ``decode``, ``to_tuple``...) share this one loop instead of
+    each copying the try/except.
+    """
+    for item in src:
+        try:
+            out = fn(item)
+        except Exception as exn:
+            if handle_error(handler, exn):
+                continue
+            return
+        yield out

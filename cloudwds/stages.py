@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .buffers import _shuffled as _shuffled
@@ -29,8 +29,8 @@ from .errors import MissingKeyError
 from .handlers import Handler, reraise_exception
 from .stagebase import PipelineStage as PipelineStage
 from .stagebase import Stage as Stage
-from .stagebase import _handle
 from .stagebase import apply_stage as apply_stage
+from .stagebase import handled
 from .world import World as World
 
 # ------------------------------------------------------------------------------------------
@@ -50,19 +50,14 @@ class map(Stage):  # noqa: A001 - webdataset's public name
 
     def apply(self, src, world):
         f = self.f
-        handler = self.handler
-        for sample in src:
-            try:
-                result = f(sample)
-            except Exception as exn:
-                if _handle(handler, exn):
-                    continue
-                return
-            if result is None:
-                continue
+
+        def one(sample: Any) -> Any:
+            result = f(sample)
             if isinstance(result, dict) and isinstance(sample, dict) and "__key__" in sample:
                 result.setdefault("__key__", sample["__key__"])  # webdataset keeps the key
-            yield result
+            return result
+
+        return (r for r in handled(src, one, self.handler) if r is not None)
 
 
 class select(Stage):
@@ -115,15 +110,7 @@ class decode(Stage):
         )
 
     def apply(self, src, world):
-        decoder = self._decoder
-        handler = self.handler
-        for sample in src:
-            try:
-                yield decoder(sample)
-            except Exception as exn:
-                if _handle(handler, exn):
-                    continue
-                return
+        return handled(src, self._decoder, self.handler)
 
 
 def _alternatives(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -165,22 +152,18 @@ class to_tuple(Stage):
         fields = [_alternatives(a) for a in self.args]
         missing_is_error = self.missing_is_error
         none_is_error = self.none_is_error
-        handler = self.handler
-        for sample in src:
-            try:
-                result = tuple(_first(sample, keys, missing_is_error) for keys in fields)
-                if none_is_error and any(x is None for x in result):
-                    index = [x is None for x in result].index(True)
-                    raise MissingKeyError(
-                        f"field {self.args[index]!r} is None",
-                        sample.get("__url__"),
-                        sample.get("__key__"),
-                    )
-            except Exception as exn:
-                if _handle(handler, exn):
-                    continue
-                return
-            yield result
+        def one(sample: Any) -> tuple[Any, ...]:
+            result = tuple(_first(sample, keys, missing_is_error) for keys in fields)
+            if none_is_error and any(x is None for x in result):
+                index = [x is None for x in result].index(True)
+                raise MissingKeyError(
+                    f"field {self.args[index]!r} is None",
+                    sample.get("__url__"),
+                    sample.get("__key__"),
+                )
+            return result
+
+        return handled(src, one, self.handler)
 
 
 class map_tuple(Stage):
@@ -192,18 +175,15 @@ class map_tuple(Stage):
 
     def apply(self, src, world):
         fs = self.fs
-        handler = self.handler
-        for sample in src:
-            try:
-                out = list(sample)
-                for i, f in enumerate(fs[: len(out)]):
-                    if f is not None:
-                        out[i] = f(out[i])
-            except Exception as exn:
-                if _handle(handler, exn):
-                    continue
-                return
-            yield tuple(out)
+
+        def one(sample: Any) -> tuple[Any, ...]:
+            out = list(sample)
+            for i, f in enumerate(fs[: len(out)]):
+                if f is not None:
+                    out[i] = f(out[i])
+            return tuple(out)
+
+        return handled(src, one, self.handler)
 
 
 class map_dict(Stage):
@@ -217,21 +197,18 @@ class map_dict(Stage):
 
     def apply(self, src, world):
         fs = self.fs
-        handler = self.handler
-        for sample in src:
-            try:
-                out = dict(sample)
-                for key, f in fs.items():
-                    if key not in out:
-                        raise MissingKeyError(
-                            f"map_dict: no field {key!r}", out.get("__url__"), out.get("__key__")
-                        )
-                    out[key] = f(out[key])
-            except Exception as exn:
-                if _handle(handler, exn):
-                    continue
-                return
-            yield out
+
+        def one(sample: Any) -> dict[str, Any]:
+            out = dict(sample)
+            for key, f in fs.items():
+                if key not in out:
+                    raise MissingKeyError(
+                        f"map_dict: no field {key!r}", out.get("__url__"), out.get("__key__")
+                    )
+                out[key] = f(out[key])
+            return out
+
+        return handled(src, one, self.handler)
 
 
 class rename(Stage):
@@ -249,20 +226,15 @@ class rename(Stage):
     def apply(self, src, world):
         targets = {new: _alternatives(old) for new, old in self.kw.items()}
         replaced = {k for keys in targets.values() for k in keys}
-        handler = self.handler
-        for sample in src:
-            try:
-                if self.keep:
-                    out = {k: v for k, v in sample.items() if k not in replaced}
-                else:
-                    out = {}
-                for new, keys in targets.items():
-                    out[new] = _first(sample, keys, True)
-            except Exception as exn:
-                if _handle(handler, exn):
-                    continue
-                return
-            yield out
+        keep = self.keep
+
+        def one(sample: Any) -> dict[str, Any]:
+            out = {k: v for k, v in sample.items() if k not in replaced} if keep else {}
+            for new, keys in targets.items():
+                out[new] = _first(sample, keys, True)
+            return out
+
+        return handled(src, one, self.handler)
 
 
 class rename_keys(Stage):
@@ -334,13 +306,3 @@ class slice(Stage):  # noqa: A001 - webdataset's public name
 
     def apply(self, src, world):
         return itertools.islice(src, *self.args)
-
-
-class compose_fn(Stage):
-    """Wrap a plain ``iterator -> iterator`` function (as ``.compose(f)`` takes)."""
-
-    def __init__(self, f: Callable[[Iterator[Any]], Iterator[Any]]):
-        self.f = f
-
-    def apply(self, src, world):
-        return self.f(src)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,6 @@ class World:
     epoch: int = 0
     seed: int = 0
     cycle: int = 0  # repetition within one epoch (``.repeat()`` / ``.with_epoch()``)
-
-    def with_epoch(self, epoch: int) -> World:
-        return replace(self, epoch=epoch)
 
     def derive_seed(self, *purpose: object, per_rank: bool = True, per_worker: bool = True) -> int:
         """A 63-bit seed for one random choice; shard-level choices pass ``per_rank=False``."""

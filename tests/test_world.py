@@ -36,7 +36,7 @@ def test_derived_seeds_depend_on_every_coordinate():
     other = World(rank=0, world_size=2, worker=0, num_workers=2, epoch=1, seed=1)
     assert other.derive_seed("p", per_rank=False, per_worker=False) == shared
     assert base.rng("p").random() == base.rng("p").random()
-    assert base.with_epoch(5).epoch == 5 and base.epoch == 1
+    assert World(**{**vars(base), "epoch": 5}).epoch == 5 and base.epoch == 1
 
 
 def test_rank_and_worker_from_the_environment(monkeypatch):
