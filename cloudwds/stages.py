@@ -152,6 +152,7 @@ class to_tuple(Stage):
         fields = [_alternatives(a) for a in self.args]
         missing_is_error = self.missing_is_error
         none_is_error = self.none_is_error
+
         def one(sample: Any) -> tuple[Any, ...]:
             result = tuple(_first(sample, keys, missing_is_error) for keys in fields)
             if none_is_error and any(x is None for x in result):
