@@ -598,3 +598,60 @@ def test_cache_command_uses_the_default_cache(capsys, tmp_path, monkeypatch):
     code, out, _ = run(capsys, "cache", "stats")
     assert code == 0
     assert str(tmp_path / "cloudwds" / "shards") in out
+
+
+def test_verify_manifest_does_not_swallow_the_shard_pattern(capsys, tmp_path):
+    """Finding 3: ``verify --manifest 'x-{0..2}.tar'`` verifies the shards against the default
+    manifest instead of reading the pattern as a manifest; a missing manifest says so."""
+    shards = make_shards(tmp_path, 3, 4)
+    assert run(capsys, "index", shards.spec)[0] == 0
+    code, _, err = run(capsys, "verify", "--manifest", shards.spec)
+    assert code == 0 and "verified 3 shards, 12 samples: ok" in err
+    code, _, err = run(capsys, "verify", "--manifest", str(tmp_path / "nosuch.json"), shards.spec)
+    assert code == 1
+    assert (
+        err.strip()
+        == f"cloudwds verify: error: --manifest {tmp_path}/nosuch.json: no such manifest"
+    )
+
+
+def test_ls_errors_name_the_url(capsys, s3):
+    """Finding 4: listing a missing prefix or bucket names the URL."""
+    so = ["--storage-options", s3.options]
+    for url in ("s3://clidata/nodir/", "s3://nosuchbucket-h1/"):
+        code, _, err = run(capsys, *so, "ls", url)
+        assert code == 1
+        assert err.startswith("cloudwds ls: error: cannot list") and url in err, err
+
+
+def test_ls_empty_directory_is_an_error(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no shards here")
+    code, out, err = run(capsys, "ls", str(tmp_path / "empty"))
+    assert code == 1 and out == ""
+    assert "no shards (*.tar, *.tar.gz, *.tgz) in" in err and "empty" in err
+
+
+def test_ls_http_directory_listing_shows_real_sizes(capsys, tmp_path):
+    """Finding 4: a plain HTTP index page has no sizes; ls asks each shard instead of printing 0."""
+    import functools
+    import http.server
+    import threading
+
+    shards = make_shards(tmp_path, 2, 3)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        code, out, _ = run(capsys, "ls", "--bytes", base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()[1:]]
+    want = [["-", str(os.path.getsize(p)), base + os.path.basename(p)] for p in shards.paths]
+    assert rows[:2] == want
+    assert rows[2][1] == str(sum(os.path.getsize(p) for p in shards.paths))

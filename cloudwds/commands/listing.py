@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from ..errors import ShardNotFoundError, StorageAccessError, StorageError
 from ..index import ManifestError, find_index, load_index
 from ..storage import StorageConfig, is_remote
 from ..storage.local import local_path_of
@@ -25,6 +26,7 @@ from ._common import (
 )
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SHARD_PATTERNS = tuple(f"*{suffix}" for suffix in SHARD_SUFFIXES)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -47,14 +49,22 @@ def run(args: argparse.Namespace) -> int:
     storage = storage_from_args(args)
     urls: list[str] = []
     sizes: dict[str, int] = {}
+    empty = 0
     for spec in args.urls:
         in_dir = _list_directory(spec, storage)
         if in_dir is None:
             urls.extend(shard_urls([spec]))
+        elif not in_dir:
+            print(
+                f"cloudwds ls: error: no shards ({', '.join(SHARD_PATTERNS)}) in {spec}",
+                file=sys.stderr,
+            )
+            empty += 1
         else:
             for url, nbytes in in_dir:
                 urls.append(url)
-                sizes[url] = nbytes
+                if nbytes is not None:  # a plain HTTP listing has no sizes: asked per shard
+                    sizes[url] = nbytes
     manifest = None
     if args.index:
         manifest = load_index(args.index, storage)
@@ -75,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         results = per_shard(
             urls, lambda u: sizes[u] if u in sizes else _size(u, storage), args.workers, bar
         )
-        write_out(f"{'samples':>10}  {'size':>10}  url")
+        if urls:
+            write_out(f"{'samples':>10}  {'size':>10}  url")
         for url, size, error in results:
             if error is not None:
                 print(f"cloudwds ls: error: {error}", file=sys.stderr)
@@ -94,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if 0 < counted < ok:
             samples = f">={total_samples}"
         write_out(f"{samples:>10}  {fmt(total_bytes):>10}  total ({ok} shards)")
-    return 1 if failed else 0
+    return 1 if failed or empty else 0
 
 
 def _size(url: str, storage: StorageConfig) -> int | None:
@@ -115,15 +126,19 @@ def _size(url: str, storage: StorageConfig) -> int | None:
         raise OSError(f"{url}: {exn.strerror or exn}") from None
 
 
-def _list_directory(spec: str, storage: StorageConfig) -> list[tuple[str, int]] | None:
-    """Shards in a directory (``spec`` ends with ``/`` or is a local dir), else ``None``."""
+def _list_directory(spec: str, storage: StorageConfig) -> list[tuple[str, int | None]] | None:
+    """Shards in a directory (``spec`` ends with ``/`` or is a local dir), else ``None``.
+
+    Sizes are ``None`` where the listing does not give them (an HTTP server's index page).
+    Listing errors name the URL: fsspec's own messages are often just a bare path.
+    """
     if "{" in spec or "::" in spec or spec.startswith("pipe:") or spec == "-":
         return None
     path = local_path_of(apply_rewrites(spec, storage.rewrites))
     if path is not None:
         if not os.path.isdir(path):
             return None
-        out = []
+        out: list[tuple[str, int | None]] = []
         for name in sorted(os.listdir(path)):
             full = os.path.join(path, name)
             if name.endswith(SHARD_SUFFIXES) and os.path.isfile(full):
@@ -132,11 +147,19 @@ def _list_directory(spec: str, storage: StorageConfig) -> list[tuple[str, int]] 
     if not spec.endswith("/"):
         return None
     target = resolve(spec, storage)
-    fs, fspath = filesystem(target, storage.storage_options)
-    entries = fs.ls(fspath, detail=True)
+    try:
+        fs, fspath = filesystem(target, storage.storage_options)
+        entries = fs.ls(fspath, detail=True)
+    except FileNotFoundError as exn:
+        raise ShardNotFoundError("cannot list: no such bucket or directory", spec) from exn
+    except PermissionError as exn:
+        raise StorageAccessError(f"cannot list: permission denied ({exn})", spec) from exn
+    except OSError as exn:
+        raise StorageError(f"cannot list: {type(exn).__name__}: {exn}", spec) from exn
     out = []
     for entry in sorted(entries, key=lambda e: e["name"]):
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
         if entry.get("type") != "directory" and name.endswith(SHARD_SUFFIXES):
-            out.append((spec + name, int(entry.get("size") or 0)))
+            size = entry.get("size")
+            out.append((spec + name, None if size is None else int(size)))
     return out

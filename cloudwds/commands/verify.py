@@ -21,6 +21,7 @@ from ..storage import StorageConfig
 from ._common import (
     CommandError,
     default_workers,
+    error_message,
     note,
     per_shard,
     positive_int,
@@ -62,6 +63,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _fix_swallowed_url(args)
     storage = storage_from_args(args)
     if not args.urls and not args.manifest:
         raise CommandError("give shard URLs, or --manifest MANIFEST to verify the shards it lists")
@@ -99,11 +101,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_SHARD_SUFFIXES = (".tar", ".tgz", ".tar.gz")
+
+
+def _looks_like_shards(value: str) -> bool:
+    """A shard URL or brace pattern, not a manifest: what ``--manifest`` must not swallow."""
+    return value.endswith(_SHARD_SUFFIXES) or ("{" in value and ".." in value)
+
+
+def _fix_swallowed_url(args: argparse.Namespace) -> None:
+    """``--manifest 'x-{0..7}.tar'``: the optional value took the shards; give them back."""
+    if args.manifest not in (None, AUTO) and _looks_like_shards(args.manifest):
+        args.urls = [args.manifest, *args.urls]
+        args.manifest = AUTO
+
+
 def _manifest(args: argparse.Namespace, storage: StorageConfig) -> Manifest | None:
     if not args.manifest:
         return None
     if args.manifest != AUTO:
-        return load_index(args.manifest, storage)
+        try:
+            return load_index(args.manifest, storage)
+        except FileNotFoundError as exn:
+            raise CommandError(f"--manifest {args.manifest}: no such manifest") from exn
+        except (OSError, ValueError) as exn:
+            raise CommandError(
+                f"--manifest {args.manifest}: cannot read the manifest: {error_message(exn)}"
+            ) from exn
     if not args.urls:
         raise CommandError("--manifest without a value needs shard URLs to find the index by")
     found = find_index(shard_urls(args.urls), storage)
