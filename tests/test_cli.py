@@ -655,3 +655,39 @@ def test_ls_http_directory_listing_shows_real_sizes(capsys, tmp_path):
     want = [["-", str(os.path.getsize(p)), base + os.path.basename(p)] for p in shards.paths]
     assert rows[:2] == want
     assert rows[2][1] == str(sum(os.path.getsize(p) for p in shards.paths))
+
+
+def test_verify_counts_the_samples_read_from_a_truncated_shard(capsys, tmp_path):
+    """Finding 5: a truncated shard reports the samples read before the break, not 0."""
+    shards = make_shards(tmp_path, 1, 10)
+    with tarfile.open(shards.paths[0]) as tar:
+        offsets = [m.offset for m in tar.getmembers()]
+    with open(shards.paths[0], "r+b") as f:
+        f.truncate(offsets[14] + 600)  # inside the first member of sample 7 (two members each)
+    code, out, err = run(capsys, "verify", shards.paths[0])
+    assert code == 1
+    assert "TruncatedShardError" in out
+    assert "(7 samples read before it; the last may be incomplete)" in out
+    assert "verified 1 shards, 7 samples read: 1 problems in 1 shards" in err
+
+
+def test_verify_decode_names_the_member_that_does_not_decode(capsys, tmp_path):
+    """Finding 5: a corrupt JPEG passes the tar checks; ``--decode`` finds it and names it."""
+    shards = make_shards(tmp_path, 1, 4, fields=("jpg", "json", "cls"))
+    with tarfile.open(shards.paths[0]) as tar:
+        good = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    bad = [
+        (name, data[:200] + b"\x00" * (len(data) - 200) if name == "s0-0002.jpg" else data)
+        for name, data in good
+    ]
+    write_tar(shards.paths[0], bad)
+    code, _, err = run(capsys, "verify", shards.paths[0])
+    assert code == 0 and "ok" in err  # the tar framing is fine
+    code, out, err = run(capsys, "verify", "--decode", shards.paths[0])
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == f"FAIL {shards.paths[0]}: 1 members do not decode"
+    assert lines[1].startswith("  e.g. member 's0-0002.jpg': ")
+    write_tar(shards.paths[0], good)
+    code, _, err = run(capsys, "verify", "--decode", shards.paths[0])
+    assert code == 0 and "verified 1 shards, 4 samples: ok" in err

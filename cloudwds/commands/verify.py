@@ -57,6 +57,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="compare with this manifest (no value: the default index next to the shards)",
     )
     p.add_argument(
+        "--decode",
+        action="store_true",
+        help="also decode every member by its extension (images to pixels, json, npy...) and "
+        "report the members that fail",
+    )
+    p.add_argument(
         "--workers", type=positive_int, default=default_workers(), help="shards read in parallel"
     )
     p.set_defaults(func=run)
@@ -72,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     checksum = "sha256" if manifest is not None else None
 
     def check(url: str) -> ShardReport:
-        return read_shard(url, storage, checksum=checksum, verify_checksums=True)
+        return read_shard(
+            url, storage, checksum=checksum, verify_checksums=True, decode=args.decode
+        )
 
     problems = 0
     bad_shards = 0
@@ -81,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
         for url, report, _ in per_shard(urls, check, args.workers, bar):
             assert report is not None
             found = _problems(report, manifest)
-            if report.info is not None:
-                samples += report.info.samples
+            samples += report.samples_readable
             if found:
                 bad_shards += 1
                 bar.clear()
@@ -92,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                     else:
                         problems += 1
                         write_out(f"FAIL {url}: {text}")
-    summary = f"verified {len(urls)} shards, {samples} samples: "
+    summary = f"verified {len(urls)} shards, {samples} samples{' read' if problems else ''}: "
     if problems:
         summary += f"{problems} problems in {bad_shards} shards"
         print(summary, file=sys.stderr)
@@ -140,7 +147,15 @@ def _manifest(args: argparse.Namespace, storage: StorageConfig) -> Manifest | No
 def _problems(report: ShardReport, manifest: Manifest | None) -> list[str]:
     out = []
     if report.error is not None:
-        out.append(f"{type(report.error).__name__}: {report.error}")
+        readable = report.samples_readable
+        out.append(
+            f"{type(report.error).__name__}: {report.error} "
+            f"({readable} sample{'' if readable == 1 else 's'} read before it; the last may be "
+            "incomplete)"
+        )
+    if report.decode_failures:
+        out.append(f"{report.decode_failures} members do not decode")
+        out.extend(f"  e.g. {e}" for e in report.decode_examples)
     if report.duplicate_fields:
         out.append(f"{report.duplicate_fields} fields repeated within a sample")
     if report.split_keys:
