@@ -1,14 +1,16 @@
 """Error policies shared by every stage (open, tar, decode, map).
 
 A handler receives the exception and returns ``True`` to skip the item and go on, or ``False``
-to end the stream quietly; re-raising propagates the error. Warnings go through :mod:`logging`
-and :mod:`warnings` and never sleep (webdataset's ``warn_and_continue`` sleeps 0.5 s per error).
+to end the stream quietly; re-raising propagates the error. The ``warn_`` policies report each
+error once, as a WARNING on the ``cloudwds`` logger (shown on stderr without any logging set-up;
+the message names the shard URL and member), and never sleep (webdataset's
+``warn_and_continue`` sleeps 0.5 s per error). There is no :mod:`warnings` warning as well: it
+printed every error a second time, pointing at cloudwds's stage code instead of the user's.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 
 log = logging.getLogger("cloudwds")
@@ -22,7 +24,7 @@ def reraise_exception(exn: BaseException) -> bool:
 
 
 def warn_and_continue(exn: BaseException) -> bool:
-    """Log and warn, then skip the failing item."""
+    """Log the error (one WARNING line), then skip the failing item."""
     _warn(exn)
     return True
 
@@ -33,7 +35,7 @@ def ignore_and_continue(exn: BaseException) -> bool:
 
 
 def warn_and_stop(exn: BaseException) -> bool:
-    """Log and warn, then end the current stream without raising."""
+    """Log the error (one WARNING line), then end the current stream without raising."""
     _warn(exn)
     return False
 
@@ -45,4 +47,3 @@ def ignore_and_stop(exn: BaseException) -> bool:
 
 def _warn(exn: BaseException) -> None:
     log.warning("%s: %s", type(exn).__name__, exn)
-    warnings.warn(f"{type(exn).__name__}: {exn}", RuntimeWarning, stacklevel=3)
