@@ -101,7 +101,7 @@ class WebDataset(DataPipeline):
         repeat: bool = False,
         shardshuffle: bool | int | None = None,
         cache_size: int | str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | bool | None = None,
         url_to_name: Callable[[str], str] | None = None,
         detshuffle: bool = False,
         nodesplitter: Callable[..., Any] | None = split_by_node,
@@ -132,6 +132,16 @@ class WebDataset(DataPipeline):
         elif mode not in (None, "resampled"):
             raise ValueError(f"mode={mode!r}: only None and 'resampled' are supported")
         super().__init__(seed=seed)
+        if storage_kwargs:  # a typo must name WebDataset, not StorageConfig.resolve
+            from .keywords import check_keywords
+
+            check_keywords(
+                "WebDataset",
+                storage_kwargs,
+                StorageConfig.resolve,
+                type(self).__init__,
+                exclude=("storage_options", "cache_dir", "cache_size", "rewrites", "prefetch"),
+            )
         storage = StorageConfig.resolve(
             storage_options=storage_options,
             cache_dir=cache_dir,
