@@ -2,7 +2,7 @@
 
 ``WebDataset(urls, ...)`` builds a :class:`~cloudwds.pipeline.DataPipeline` whose first stages
 are chosen from the arguments (webdataset's positional order): the shard source (a list, a
-resampled stream, a dataset spec, an exact-epoch source or a directory queue), the rank and
+resampled stream, a dataset spec or an exact-epoch source; a directory is the shards in it), the rank and
 worker splitters, the shard shuffle, the tar reader, and the empty-dataset check.
 """
 
@@ -68,11 +68,13 @@ def _check_empty(src: Iterable[Any]) -> Iterator[Any]:
 
 
 def _is_directory_url(urls: Any) -> bool:
-    """webdataset reads a local directory URL ending in ``/`` as a :class:`DirectoryShardList`.
+    """A local directory given as the dataset (``"dir/"``, ``"dir"``, a ``PathLike``).
 
-    The directory is a queue that producers add shards to; iteration waits for new shards.
+    It stands for the shards inside, sorted (:func:`~cloudwds.directory.shards_in_directory`).
+    webdataset made such a URL a :class:`DirectoryShardList` work queue, which renames the
+    user's files as it claims them; that queue is available, explicitly, under its own name.
     """
-    return isinstance(urls, str) and urls.endswith("/") and os.path.isdir(urls)
+    return isinstance(urls, str | os.PathLike) and os.path.isdir(urls)
 
 
 class WebDataset(DataPipeline):
@@ -132,6 +134,10 @@ class WebDataset(DataPipeline):
         elif mode not in (None, "resampled"):
             raise ValueError(f"mode={mode!r}: only None and 'resampled' are supported")
         super().__init__(seed=seed)
+        if _is_directory_url(urls):  # the shards inside, sorted, read in place
+            from .directory import shards_in_directory
+
+            urls = shards_in_directory(os.fspath(urls))  # type: ignore[arg-type]
         if storage_kwargs:  # a typo must name WebDataset, not StorageConfig.resolve
             from .keywords import check_keywords
 
@@ -187,11 +193,6 @@ class WebDataset(DataPipeline):
             self._auto_batch = batch_size is None
         elif resampled:
             self.pipeline.append(ResampledShards(urls, seed=self.seed, storage=storage))
-        elif _is_directory_url(urls):
-            from .shardlists import DirectoryShardList
-
-            # a work queue: each shard is claimed once and renamed to ``*._done_`` when read
-            self.pipeline.append(DirectoryShardList(os.fspath(urls), mode="keep"))  # type: ignore[arg-type]
         else:
             self.pipeline.append(SimpleShardList(urls, storage=storage))
             if shardshuffle:

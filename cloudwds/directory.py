@@ -20,6 +20,26 @@ from .world import World
 
 _MODES = ("unlink", "keep", "resample")
 
+SHARD_SUFFIXES = (".tar", ".tgz", ".tar.gz")
+
+
+def shards_in_directory(path: str) -> list[str]:
+    """The shards (``*.tar``, ``*.tgz``, ``*.tar.gz``) directly inside ``path``, sorted by name.
+
+    This is what ``WebDataset("dir/")`` reads: the user's files, read in place and never
+    renamed. The claiming work queue is :class:`DirectoryShardList`, chosen explicitly.
+    """
+    names = sorted(
+        name
+        for name in os.listdir(path)
+        if name.endswith(SHARD_SUFFIXES) and os.path.isfile(os.path.join(path, name))
+    )
+    if not names:
+        raise ValueError(
+            f"no shards ({', '.join('*' + s for s in SHARD_SUFFIXES)}) in directory {path!r}"
+        )
+    return [os.path.join(path, name) for name in names]
+
 
 def check_pid_is_running(pid: int) -> bool:
     """True when a process ``pid`` exists."""

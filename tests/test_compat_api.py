@@ -404,18 +404,14 @@ def test_cache_names(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["f2", "f3"]
 
 
-def test_directory_url_reads_a_directory_shard_list(tmp_path):
+def test_directory_url_reads_the_shards_inside_sorted_and_leaves_them_alone(tmp_path):
+    # webdataset makes "dir/" a DirectoryShardList work queue that renames the shards; cloudwds
+    # reads the shards in place (issue 13); the queue stays available as DirectoryShardList
     (tmp_path / "d").mkdir()
     shards = make_shards(tmp_path / "d", 2, 3)
     ds = wds.WebDataset(os.path.dirname(shards.paths[0]) + "/", shardshuffle=False)
-    assert isinstance(ds.stage(0), wds.DirectoryShardList)
-    ds.stage(0).poll = None  # stop when the queue is empty instead of waiting for more
-    keys = sorted(s["__key__"] for s in ds)
-    assert keys == sorted(shards.all_keys)
-    assert sorted(os.listdir(tmp_path / "d")) == [
-        "shard-000000.tar._done_",
-        "shard-000001.tar._done_",
-    ]
+    assert [s["__key__"] for s in ds] == shards.all_keys
+    assert sorted(os.listdir(tmp_path / "d")) == ["shard-000000.tar", "shard-000001.tar"]
 
 
 def test_shuffle_with_a_callers_rng_gives_webdatasets_order():
