@@ -101,6 +101,31 @@ def test_held_batches_stay_intact_after_many_more_batches(spec):
         assert torch.equal(kept[0][:, 0, 0, 0], kept[2].to(torch.float32) * 1000)
 
 
+def to_tensors_of_two_sizes(sample):
+    """Torch tensors whose shape changes every 20 samples (32x32, then 48x48)."""
+    cls = int(sample["cls"])
+    side = 32 if cls % 40 < 20 else 48
+    return torch.full((side, side, 4), float(cls)), torch.tensor(cls)
+
+
+def test_torch_tensors_shapes_that_change_and_a_partial_batch(spec):
+    def build():
+        ds = wds.WebDataset(spec, shardshuffle=False).map(to_tensors_of_two_sizes)
+        return ds.slice(75).batched(10)  # per worker: 7 batches of 10 and a partial 5
+
+    plain = epoch(wds.WebLoader(build(), num_workers=2, batch_size=None))
+    before = shmbatch.RECEIVED["shared"]
+    loader = wds.WebLoader(build(), num_workers=2, batch_size=None, shared_batches=True)
+    shared = epoch(loader)
+    assert_same(shared, plain)
+    assert sorted({tuple(b[0].shape) for b in shared}) == [
+        (5, 48, 48, 4),
+        (10, 32, 32, 4),
+        (10, 48, 48, 4),
+    ]
+    assert shmbatch.RECEIVED["shared"] - before == 16  # every batch, big and small, via slots
+
+
 def test_pin_memory(spec):
     plain = epoch(wds.WebLoader(pipeline(spec), num_workers=2, batch_size=None))
     with pytest.warns(UserWarning) if not torch.cuda.is_available() else _nothing():
