@@ -137,9 +137,13 @@ def run_demo(
     if not quiet:
         from .stats import format_stats
 
-        print(f"loader: {format_stats(stats)}")
+        # Two rates that measure different things, so each says what it is: the loader's is
+        # how fast its workers read and decoded (from each worker's first shard, the slowest
+        # worker's clock); training's is end to end (worker start-up and the model included).
+        print(f"data path (read + decode in the loader's workers): {format_stats(stats)}")
         print(
-            f"trained {epochs} epoch(s) on {seen} samples in {elapsed:.1f}s: "
-            f"{result['samples_per_s']:.0f} samples/s, running accuracy {result['accuracy']:.2%}"
+            f"training (end to end, wall clock): {epochs} epoch(s), {seen} samples in "
+            f"{elapsed:.1f}s = {result['samples_per_s']:.0f} samples/s; "
+            f"running accuracy {result['accuracy']:.2%}"
         )
     return result

@@ -21,7 +21,6 @@ import torch.distributed as dist
 import torch.nn as nn
 
 import cloudwds as wds
-from cloudwds.stats import format_stats
 
 
 def main() -> None:
@@ -31,7 +30,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--checkpoint", default="loader-state.json")
-    parser.add_argument("--stop-after", type=int, default=None, help="stop after N steps (to try --resume)")
+    parser.add_argument(
+        "--stop-after", type=int, default=None, help="stop after N steps (to try --resume)"
+    )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
@@ -57,15 +58,17 @@ def main() -> None:
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     step = 0
+    waited_before = 0.0  # the loader's data-wait total is cumulative: per epoch = difference
     first_epoch = loader.dataset.epoch if hasattr(loader.dataset, "epoch") else 0
-    for _ in range(first_epoch, args.epochs):
-        batches = 0
+    for epoch in range(first_epoch, args.epochs):
+        batches = samples = 0
         for images, labels in loader:
             loss = nn.functional.cross_entropy(model(images), torch.as_tensor(labels))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             batches += 1
+            samples += len(labels)
             step += 1
             if args.stop_after is not None and step >= args.stop_after:
                 states = loader.gathered_state_dict()  # collective: every rank calls it
@@ -75,7 +78,13 @@ def main() -> None:
                     print(f"stopped at step {step}; state saved to {args.checkpoint}")
                 dist.destroy_process_group()
                 return
-        print(f"rank {rank}: epoch done with {batches} batches; {format_stats(loader.stats())}")
+        # this epoch's figures, then the run's step count, each labelled as such
+        waited = loader.stats()["wait_total_s"] - waited_before
+        waited_before += waited
+        print(
+            f"rank {rank}: epoch {epoch} done: {batches} batches, {samples} samples this epoch "
+            f"(waited {waited:.2f}s for data); {step} steps since this process started"
+        )
     dist.destroy_process_group()
 
 
