@@ -21,7 +21,6 @@ from ..storage import StorageConfig
 from ._common import (
     CommandError,
     default_workers,
-    error_message,
     note,
     per_shard,
     positive_int,
@@ -129,12 +128,8 @@ def _manifest(args: argparse.Namespace, storage: StorageConfig) -> Manifest | No
     if args.manifest != AUTO:
         try:
             return load_index(args.manifest, storage)
-        except FileNotFoundError as exn:
+        except FileNotFoundError as exn:  # not "cannot open shard": it is the manifest
             raise CommandError(f"--manifest {args.manifest}: no such manifest") from exn
-        except (OSError, ValueError) as exn:
-            raise CommandError(
-                f"--manifest {args.manifest}: cannot read the manifest: {error_message(exn)}"
-            ) from exn
     if not args.urls:
         raise CommandError("--manifest without a value needs shard URLs to find the index by")
     found = find_index(shard_urls(args.urls), storage)

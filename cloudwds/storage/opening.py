@@ -136,7 +136,11 @@ def prefetch_shard(url: str, config: StorageConfig, group: Any = None) -> None:
     """
     if config.cache is None or not is_remote(url, config):
         return
-    config.cache.prefetch(url, remote_fetcher(url, config), group=group)
+    try:
+        fetch = remote_fetcher(url, config)
+    except StorageError:
+        return  # best effort: opening the shard raises the same error, in the reader's order
+    config.cache.prefetch(url, fetch, group=group)
 
 
 class Sink(Protocol):
