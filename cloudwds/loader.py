@@ -187,10 +187,12 @@ class WebLoader(FluidInterface):
         """
         snaps = list(self._worker_stats.values())
         if self.loader.num_workers == 0 or not snaps:
+            # in-process: the pipeline's live counters (the snapshots that travelled with the
+            # items are earlier copies of the same counters, not another worker's)
             dataset = self.loader.dataset
-            snaps.append(
+            snaps = [
                 dataset.counters() if isinstance(dataset, DataPipeline) else COUNTERS.snapshot()
-            )
+            ]
         return with_rates(merge(snaps), self._waits.as_dict())
 
     def _unwrap(self, it: Iterator[Any]) -> Iterator[Any]:
