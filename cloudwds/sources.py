@@ -25,13 +25,15 @@ from .tario import DEFAULT_BUFSIZE, iter_members, resolve_max_member_size
 from .world import World
 
 
-def _url_and_storage(item: Any, default: StorageConfig | None) -> tuple[str, StorageConfig]:
+def _url_and_storage(item: Any, stage: _ShardExpander) -> tuple[str, StorageConfig]:
+    """The shard's URL and the config to open it with: the item's own (the shard list's, so
+    one pipeline shares one config and one cache), else the stage's, resolved once."""
     if isinstance(item, dict):
         url = item["url"]
-        storage = getattr(item, "storage", None) or item.get("storage") or default
+        storage = getattr(item, "storage", None) or item.get("storage")
     else:
-        url, storage = item, default
-    return url, storage or StorageConfig.resolve()
+        url, storage = item, None
+    return url, storage or stage.storage_config()
 
 
 def _read_to_end(opened: Any) -> None:
@@ -70,6 +72,16 @@ class _ShardExpander(StatefulStage):
         self.handler = handler
         self.storage = storage
         self.prefetch = prefetch
+
+    def storage_config(self) -> StorageConfig:
+        """The stage's config, resolved from the environment ONCE when none was passed.
+
+        Resolving per shard built a new ShardCache (index + prefetch pool) for every shard,
+        so prefetch and open used different caches; one pipeline now shares one.
+        """
+        if self.storage is None:
+            self.storage = StorageConfig.resolve()
+        return self.storage
 
     drain = False  # read the stream to EOF after expand() (the tar reader stops early)
 
@@ -132,7 +144,7 @@ class _ExpandRun(StageRun):
                 item = next(items, None)
                 if item is None:
                     return
-            url, storage = _url_and_storage(item, stage.storage)
+            url, storage = _url_and_storage(item, stage)
             depth = stage.prefetch if stage.prefetch is not None else storage.prefetch
             # Look ahead only for remote shards: local ones gain nothing from the cache, and
             # pulling items early would let a work queue (DirectoryShardList) mark the shard
@@ -144,7 +156,7 @@ class _ExpandRun(StageRun):
                         break
                     ahead.append(nxt)
                 for upcoming in ahead:
-                    prefetch_shard(*_url_and_storage(upcoming, stage.storage), group)
+                    prefetch_shard(*_url_and_storage(upcoming, stage), group)
             try:
                 opened = open_shard(url, storage)
             except Exception as exn:

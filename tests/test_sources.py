@@ -217,3 +217,22 @@ def test_open_errors_with_handlers(tmp_path, caplog):
 
 def pipeline_with(urls, handler):
     return wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=handler))
+
+
+def test_wds_cache_builds_one_cache_per_pipeline_not_one_per_shard(shards, tmp_path, monkeypatch):
+    from cloudwds.cache.shardcache import ShardCache
+
+    monkeypatch.setenv("WDS_CACHE", str(tmp_path / "cache"))
+    before = ShardCache.instances_created
+    source = wds.SimpleShardList(shards.spec)
+    assert keys_of(wds.DataPipeline(source, wds.tarfile_to_samples())) == shards.all_keys
+    assert len(shards.paths) > 1
+    assert ShardCache.instances_created - before == 1
+    assert source.storage.cache is not None
+    assert source.storage.cache.cache_dir == str(tmp_path / "cache")
+    # plain string items (no shard list): the stage resolves its own config once, not per shard
+    before = ShardCache.instances_created
+    stage = wds.tarfile_to_samples()
+    assert keys_of(stage(iter(shards.paths))) == shards.all_keys
+    assert ShardCache.instances_created - before == 1
+    assert stage.storage is not None and stage.storage.cache is not None

@@ -43,7 +43,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from .download import DISK_FULL, Download, Outcome, passthrough
 from .index import CacheEntry, CacheIndex, file_identity
@@ -99,6 +99,10 @@ class ShardCache:
     are reopened lazily in the new process (and after a fork).
     """
 
+    #: How many ShardCache objects this process has built: lets tests check honestly that a
+    #: pipeline builds one cache, not one per shard.
+    instances_created: ClassVar[int] = 0
+
     def __init__(
         self,
         cache_dir: str | os.PathLike[str],
@@ -115,6 +119,7 @@ class ShardCache:
         self.verbose = bool(verbose)
         self.prefetch_workers = int(prefetch_workers)
         self.layout = CacheLayout(self.cache_dir)
+        ShardCache.instances_created += 1
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
