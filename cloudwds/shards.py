@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .stages import Stage
-from .storage import StorageConfig
+from .storage import StorageConfig, preload_backends
 from .urls import shard_list
 from .world import World, distributed_rank, worker_info
 
@@ -60,6 +60,7 @@ class ShardSource(Stage):
         if storage is None:
             storage = StorageConfig.resolve(storage_options=storage_options, **storage_kwargs)
         self.storage = storage
+        preload_backends(self.urls, storage)  # before workers fork, not in the first epoch
 
     def _item(self, url: str) -> dict[str, Any]:
         return ShardItem(url, self.storage)

@@ -88,6 +88,32 @@ def remote_fetcher(url: str, config: StorageConfig):
     return fetch
 
 
+def preload_backends(urls: list[str], config: StorageConfig) -> None:
+    """Import the fsspec back ends (s3fs, gcsfs, adlfs...) these URLs need, now.
+
+    Called when a dataset is built, so the import cost is paid once in the main process before
+    DataLoader workers fork, not inside the first epoch of every worker (issue 12 item 3). One
+    URL per scheme is resolved (rewrites, AIStore routing); a back end that is missing or a URL
+    that cannot be resolved is left alone here: opening the shard reports it, naming the URL.
+    """
+    import fsspec
+
+    seen: set[str] = set()
+    for url in urls:
+        raw = url_scheme(url)
+        if raw in seen:
+            continue
+        seen.add(raw)
+        try:
+            if not is_remote(url, config):
+                continue
+            scheme = url_scheme(resolve(url, config))
+            if scheme:
+                fsspec.get_filesystem_class(scheme)
+        except (ImportError, ValueError, StorageError):
+            continue
+
+
 def is_remote(url: str, config: StorageConfig) -> bool:
     try:
         target = apply_rewrites(url, config.rewrites)
