@@ -14,10 +14,24 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Mapping
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _done = False
+_enabled: bool | None = None  # None: configure_allocator() not called yet
+
+
+def configure_allocator(environ: Mapping[str, str] | None = None) -> bool:
+    """Read ``WDS_MALLOPT`` once, at an explicit entry point (building a tar stage).
+
+    Keeps the environment lookup off the per-member hot path; the tuning itself still waits
+    for the first large member. Returns whether tuning is enabled.
+    """
+    global _enabled
+    env = os.environ if environ is None else environ
+    _enabled = env.get("WDS_MALLOPT", "1").strip().lower() not in ("0", "false", "no", "off")
+    return _enabled
 
 
 def tune_for_large_buffers() -> bool:
@@ -26,7 +40,7 @@ def tune_for_large_buffers() -> bool:
     if _done:
         return False
     _done = True
-    if os.environ.get("WDS_MALLOPT", "1") in ("0", "false", "no"):
+    if not (configure_allocator() if _enabled is None else _enabled):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

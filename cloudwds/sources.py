@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from .allocator import configure_allocator
 from .errors import CloudWdsError, ShardError
 from .handlers import Handler, reraise_exception
 from .samples import cbor_items, group_members, msgpack_items, tar_samples
@@ -217,6 +218,7 @@ class tarfile_to_samples(_ShardExpander):
         bufsize: int = DEFAULT_BUFSIZE,
         max_member_size: int | str | None = None,
     ):
+        configure_allocator()  # WDS_MALLOPT read here, not per member
         super().__init__(handler, storage, prefetch)
         self.select_files = select_files
         self.rename_files = rename_files
