@@ -89,6 +89,18 @@ class UnsafeInputError(ShardError, ValueError):
     """
 
 
+class UrlError(CloudWdsError):
+    """An error about one URL as a whole (a manifest, a shard that cannot be read at an offset)."""
+
+    def __init__(self, message: str, url: str | None = None):
+        self.message = message
+        self.url = url
+        super().__init__(message, url)
+
+    def __str__(self) -> str:
+        return f"{self.message} (url={self.url!r})" if self.url is not None else self.message
+
+
 class StorageError(CloudWdsError, OSError):
     """Opening or reading a URL failed (after retries): names the URL and the cause.
 

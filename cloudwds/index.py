@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import CloudWdsError, StorageError
+from .errors import StorageError, UrlError
 from .security import USER, check_data_url
 from .storage import StorageConfig, open_output, open_shard
 from .storage.local import local_path_of
@@ -82,16 +82,8 @@ VERSION = 1
 MemberCallback = Callable[[str, bytes], None]
 
 
-class ManifestError(CloudWdsError, ValueError):
+class ManifestError(UrlError, ValueError):
     """A manifest that cannot be read: not JSON, not a cloudwds index, or a newer version."""
-
-    def __init__(self, message: str, url: str | None = None):
-        self.message = message
-        self.url = url
-        super().__init__(message, url)
-
-    def __str__(self) -> str:
-        return f"{self.message} (url={self.url!r})" if self.url is not None else self.message
 
 
 @dataclass

@@ -61,7 +61,6 @@ FREE_SPACE_FRACTION = 0.10
 OFF_VALUES = frozenset({"", "0", "off", "false", "no", "none"})
 """``WDS_CACHE`` values (any case, surrounding spaces ignored) that mean "stream, cache nothing"."""
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
 _announced = False  # one log line per process
 _announce_lock = threading.Lock()
 
@@ -155,8 +154,7 @@ def storage_cache(
     Explicit arguments and ``WDS_CACHE`` directories go through
     :func:`~cloudwds.cache.resolve_cache` unchanged.
     """
-    from .resolve import resolve_cache
-    from .sizes import parse_size
+    from .resolve import resolve_cache, size_and_verbosity
 
     if cache_dir is False:
         return None
@@ -167,18 +165,7 @@ def storage_cache(
     if cache_dir is not None and cache_dir is not True:
         return resolve_cache(cache_dir, cache_size, verbose, environ=environ)
     # the default cache: size and verbosity follow the arguments, then the environment
-    size: int | None
-    if cache_size is not None:
-        size = parse_size(cache_size)
-    elif environ.get("WDS_CACHE_SIZE", "").strip():
-        try:
-            size = parse_size(environ["WDS_CACHE_SIZE"])
-        except ValueError as exn:
-            raise ValueError(f"WDS_CACHE_SIZE: {exn}") from None
-    else:
-        size = None
-    if verbose is None:
-        verbose = environ.get("WDS_VERBOSE_CACHE", "").strip().lower() in _TRUE
+    size, verbose = size_and_verbosity(cache_size, verbose, environ)
     return default_cache(size, verbose, environ)
 
 

@@ -40,6 +40,17 @@ def resolve_cache(
     directory = os.fspath(cache_dir) if cache_dir is not None else environ.get("WDS_CACHE", "")
     if not directory:
         return None
+    size, verbose = size_and_verbosity(cache_size, verbose, environ)
+    return ShardCache(directory, cache_size=size, verbose=verbose)
+
+
+def size_and_verbosity(
+    cache_size: int | str | None, verbose: bool | None, environ: Mapping[str, str]
+) -> tuple[int | None, bool]:
+    """The budget and verbosity: the arguments, else ``WDS_CACHE_SIZE`` / ``WDS_VERBOSE_CACHE``.
+
+    A malformed ``WDS_CACHE_SIZE`` raises ``ValueError`` naming the variable.
+    """
     size: int | None
     if cache_size is not None:
         size = parse_size(cache_size)
@@ -52,4 +63,4 @@ def resolve_cache(
         size = None
     if verbose is None:
         verbose = environ.get("WDS_VERBOSE_CACHE", "").strip().lower() in _TRUE
-    return ShardCache(directory, cache_size=size, verbose=verbose)
+    return size, verbose

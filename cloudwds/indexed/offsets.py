@@ -33,7 +33,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import CloudWdsError, ShardError
+from ..errors import ShardError, UrlError
 
 __all__ = [
     "IndexMismatchError",
@@ -56,16 +56,8 @@ class IndexMismatchError(ShardError, ValueError):
     """
 
 
-class NoRandomAccessError(CloudWdsError, ValueError):
+class NoRandomAccessError(UrlError, ValueError):
     """A shard that cannot be read at an offset (gzip-compressed): stream it, or store it as .tar."""
-
-    def __init__(self, message: str, url: str | None = None):
-        self.message = message
-        self.url = url
-        super().__init__(message, url)
-
-    def __str__(self) -> str:
-        return f"{self.message} (url={self.url!r})" if self.url is not None else self.message
 
 
 class OffsetsFormatError(NoRandomAccessError):

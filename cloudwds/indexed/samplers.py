@@ -25,6 +25,8 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..world import distributed_rank
+
 __all__ = ["ShardAwareSampler"]
 
 
@@ -52,12 +54,7 @@ class ShardAwareSampler:
         counts: Sequence[int] = (
             [len(t) for t in dataset.tables] if hasattr(dataset, "tables") else list(dataset)
         )
-        if rank is None or world_size is None:
-            default_rank, default_size = _distributed()
-            rank = default_rank if rank is None else rank
-            world_size = default_size if world_size is None else world_size
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        rank, world_size = _rank_and_world(rank, world_size)
         self.counts = list(counts)
         self.window = window
         self.shuffle = shuffle
@@ -110,14 +107,15 @@ class ShardAwareSampler:
         return iter(order[begin : begin + self.num_samples])
 
 
-def _distributed() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch is an optional extra
-        return 0, 1
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Fill what the caller left out from :func:`~cloudwds.world.distributed_rank`, then check."""
+    if rank is None or world_size is None:
+        default_rank, default_size = distributed_rank()
+        rank = default_rank if rank is None else rank
+        world_size = default_size if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return rank, world_size
 
 
 class GlobalShuffleSampler:
@@ -153,12 +151,7 @@ class GlobalShuffleSampler:
         drop_last: bool = False,
     ):
         size = dataset if isinstance(dataset, int) else len(dataset)
-        if rank is None or world_size is None:
-            default_rank, default_size = _distributed()
-            rank = default_rank if rank is None else rank
-            world_size = default_size if world_size is None else world_size
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        rank, world_size = _rank_and_world(rank, world_size)
         self.size = int(size)
         self.seed = seed
         self.rank = rank
