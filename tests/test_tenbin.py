@@ -57,3 +57,42 @@ def test_bad_input_is_refused():
         tenbin.decode_buffer(buf[:100])
     with pytest.raises(ValueError, match="list"):
         tenbin.encode_buffer(ARRAYS[0])  # type: ignore[arg-type]
+
+
+def test_mutated_ten_members_decode_or_fail_typed_naming_url_and_member():
+    """Hostile .ten members (seeded byte flips, huge/negative shape and length fields, cuts):
+    each one decodes to arrays that fit in its own bytes, or raises a DecodingError naming the
+    shard and the member; nothing allocates beyond the member or hangs."""
+    import random
+
+    import cloudwds as wds
+    from cloudwds.errors import DecodingError
+
+    good = tenbin.encode_buffer(ARRAYS)
+    rng = random.Random(1234)
+    mutants: list[bytes] = []
+    for _ in range(150):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        mutants.append(bytes(b))
+    for _ in range(50):
+        b = bytearray(good)
+        pos = rng.randrange(0, len(b) - 8)
+        b[pos : pos + 8] = rng.choice([2**62, -1, -(2**40), 2**31]).to_bytes(
+            8, "little", signed=True
+        )
+        mutants.append(bytes(b))
+    mutants += [good[: rng.randrange(len(good))] for _ in range(50)]
+    decoder = wds.Decoder([])
+    failed = 0
+    for data in mutants:
+        sample = {"__key__": "k", "__url__": "http://h/s.tar", "ten": data}
+        try:
+            out = decoder(sample)["ten"]
+        except DecodingError as exn:
+            failed += 1
+            assert exn.url == "http://h/s.tar" and exn.member is not None
+            continue
+        assert sum(a.nbytes for a in out) <= len(data)
+    assert failed > 100  # most mutants are refused, each with a typed error
