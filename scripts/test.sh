@@ -21,8 +21,8 @@ step "installing the Azurite emulator (needs Node.js >= 22 and npm)"
 bash scripts/install-emulators.sh >/dev/null
 
 step "ruff: lint and format check"
-$PY -m ruff check cloudwds tests integration bench scripts conftest.py
-$PY -m ruff format --check cloudwds tests integration bench scripts conftest.py
+$PY -m ruff check cloudwds tests integration bench scripts
+$PY -m ruff format --check cloudwds tests integration bench scripts
 step "mypy"
 $PY -m mypy cloudwds
 step "docs: mkdocs build --strict (warnings are errors)"
