@@ -300,9 +300,15 @@ def test_first_sample_without_cache_requests_only_the_read_ahead(
     assert first["__key__"] == "sample000000"
     if mode == "streamed":
         assert [r.range for r in reqs] == [None]  # one GET, read as the samples are consumed
-    else:  # the first block and one read-ahead block (sent together: either may arrive first)
-        expect = ["bytes=0-1048575", f"bytes=1048576-{(9 << 20) - 1}"]
-        assert sorted(r.range for r in reqs) == expect
+    else:
+        # The first block and the read-ahead window (READAHEAD = 2 blocks in flight): block 2
+        # is requested with block 1, and block 3 as soon as the reader's 1 MiB buffered read
+        # crosses into block 2 -- that request is sent by a pool thread, so whether it has
+        # reached the server when we look is a race. Never more, of the 41 MiB object.
+        first_block, ahead = "bytes=0-1048575", f"bytes=1048576-{(9 << 20) - 1}"
+        third = f"bytes={9 << 20}-{(17 << 20) - 1}"
+        ranges = sorted(r.range for r in reqs)
+        assert ranges in ([first_block, ahead], [first_block, ahead, third])
     assert len(list(it)) == 159
 
 
