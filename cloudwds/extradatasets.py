@@ -10,13 +10,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import utils
-from .pytorch import IterableDataset
 from .stages import PipelineStage
+from .torchbase import iterable_base
+
+IterableBase: Any = iterable_base()  # torch's IterableDataset without importing torch
 
 __all__ = ["MockDataset", "repeatedly", "with_epoch", "with_length"]
 
 
-class MockDataset(IterableDataset):
+class MockDataset(IterableBase):
     """Yield ``sample`` ``length`` times (for tests and loader benchmarks)."""
 
     def __init__(self, sample: Any, length: int):
@@ -28,7 +30,7 @@ class MockDataset(IterableDataset):
             yield self.sample
 
 
-class repeatedly(IterableDataset, PipelineStage):  # noqa: N801 - webdataset's public name
+class repeatedly(IterableBase, PipelineStage):  # noqa: N801 - webdataset's public name
     """Iterate ``source`` repeatedly, up to ``nepochs`` passes or ``nbatches`` items.
 
     Usable as a dataset (``iter(repeatedly(ds, nepochs=2))``) or as a pipeline stage
@@ -63,7 +65,7 @@ class repeatedly(IterableDataset, PipelineStage):  # noqa: N801 - webdataset's p
         return self.length
 
 
-class with_epoch(IterableDataset):  # noqa: N801 - webdataset's public name
+class with_epoch(IterableBase):  # noqa: N801 - webdataset's public name
     """Cut ``dataset`` into epochs of ``length`` items, continuing where the last epoch stopped.
 
     The underlying iterator is restarted when it is exhausted (an empty dataset ends the
@@ -98,7 +100,7 @@ class with_epoch(IterableDataset):  # noqa: N801 - webdataset's public name
         return self.length
 
 
-class with_length(IterableDataset, PipelineStage):  # noqa: N801 - webdataset's public name
+class with_length(IterableBase, PipelineStage):  # noqa: N801 - webdataset's public name
     """Give ``dataset`` a ``len()`` of ``length`` without changing what it yields."""
 
     def __init__(self, dataset: Iterable[Any], length: int):

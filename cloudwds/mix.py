@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .pytorch import IterableDataset
+from .torchbase import iterable_base
 from .world import current_world
+
+IterableBase: Any = iterable_base()  # torch's IterableDataset without importing torch
 
 __all__ = [
     "RandomMix",
@@ -52,7 +54,7 @@ def round_robin_longest(*sources: Iterator[Any]) -> Iterator[Any]:
         yield sample
 
 
-class RoundRobin(IterableDataset):
+class RoundRobin(IterableBase):
     """Alternate between ``datasets``; ``longest=True`` goes on until all are exhausted."""
 
     def __init__(self, datasets: Sequence[Iterable[Any]], longest: bool = False):
@@ -91,7 +93,7 @@ def random_samples(
             del weights[i]
 
 
-class RandomMix(IterableDataset):
+class RandomMix(IterableBase):
     """Mix ``datasets`` at random with weights ``probs``; see :func:`random_samples`."""
 
     def __init__(

@@ -28,16 +28,13 @@ from .resume import StatefulItem
 from .stagebase import StageRun, StatefulStage
 from .stages import PipelineStage, Stage, apply_stage
 from .stats import Counters, enter_scope, exit_scope, with_rates
+from .torchbase import iterable_base
 from .world import World, current_world, default_seed
 
 log = logging.getLogger("cloudwds")
 
-try:  # torch is optional: with it, pipelines are real IterableDatasets for the DataLoader
-    from torch.utils.data import IterableDataset as _IterableBase
-except ImportError:  # pragma: no cover - exercised only without torch
-
-    class _IterableBase:  # type: ignore[no-redef]
-        pass
+# torch's IterableDataset when torch is imported, else a stand-in registered with it later
+_IterableBase: Any = iterable_base()
 
 
 class FluidInterface:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sys
 from dataclasses import dataclass
 
 
@@ -47,6 +48,8 @@ class World:
 
 def distributed_rank() -> tuple[int, int]:
     """``(rank, world_size)`` from torch.distributed if initialised, else from the environment."""
+    if "torch" not in sys.modules:  # not imported: torch.distributed cannot be initialised
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
         import torch.distributed as dist
 
@@ -59,6 +62,8 @@ def distributed_rank() -> tuple[int, int]:
 
 def worker_info() -> tuple[int, int]:
     """``(worker, num_workers)`` inside a DataLoader worker, ``(0, 1)`` elsewhere."""
+    if "torch" not in sys.modules:  # a DataLoader worker has torch imported
+        return 0, 1
     try:
         import torch.utils.data
 
