@@ -1,5 +1,7 @@
 """Stages that open shard items and expand them into samples: tar, CBOR and MsgPack.
 
+Imported as :mod:`cloudwds.sources` (the package re-exports every public name).
+
 Every shard is opened through :mod:`cloudwds.storage` and closed in a ``finally`` even when the
 consumer stops mid-shard, so abandoned ``pipe:`` commands and HTTP connections do not leak.
 A ``pipe:`` shard read to its end is drained to EOF, so a failing command raises
@@ -14,16 +16,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .allocator import configure_allocator
-from .errors import CloudWdsError, ShardError
-from .handlers import Handler, reraise_exception
-from .samples import cbor_items, group_members, msgpack_items, tar_samples
-from .stagebase import StageRun, StatefulStage, handle_error
-from .stats import COUNTERS, count_samples
-from .storage import StorageConfig, is_remote, open_shard, prefetch_shard
-from .storage.pipe import PipeReader
-from .tario import DEFAULT_BUFSIZE, iter_members, resolve_max_member_size
-from .world import World
+from ..allocator import configure_allocator
+from ..errors import CloudWdsError, ShardError
+from ..handlers import Handler, reraise_exception
+from ..samples import cbor_items, group_members, msgpack_items, tar_samples
+from ..stagebase import StageRun, StatefulStage, handle_error
+from ..stats import COUNTERS, count_samples
+from ..storage import StorageConfig, is_remote, open_shard, prefetch_shard
+from ..storage.pipe import PipeReader
+from ..tario import DEFAULT_BUFSIZE, iter_members, resolve_max_member_size
+from ..world import World
 
 
 def _url_and_storage(item: Any, stage: _ShardExpander) -> tuple[str, StorageConfig]:
@@ -122,7 +124,7 @@ class _ExpandRun(StageRun):
         return {"shards_done": done, "in_shard": in_shard}
 
     def _items(self) -> Iterator[Any]:
-        from .cache.prefetch import PrefetchGroup
+        from ..cache.prefetch import PrefetchGroup
 
         with PrefetchGroup() as group:  # this iteration's prefetches end with it
             yield from self._expand_shards(group)
