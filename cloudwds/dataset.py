@@ -16,42 +16,12 @@ from typing import Any
 
 from .handlers import Handler, reraise_exception
 from .pipeline import DataPipeline
-from .shards import ResampledShards, SimpleShardList, split_by_node, split_by_worker
+from .shards import split_by_node, split_by_worker
 from .sources import tarfile_to_samples
-from .stages import Stage
+from .sources.chain import shard_stages
 from .storage import StorageConfig
 
 log = logging.getLogger("cloudwds")
-
-
-class _ShuffleShards(Stage):
-    """Permute the shard list by ``(seed, epoch)`` — identical on every rank and worker."""
-
-    def apply(self, src, world):
-        items = list(src)
-        world.rng("shardshuffle", per_rank=False, per_worker=False).shuffle(items)
-        return iter(items)
-
-    def __repr__(self) -> str:
-        return "shardshuffle()"  # webdataset code finds this stage by "shuffle" in str(stage)
-
-
-class _WarnIfEmpty(Stage):
-    """Log once when this rank/worker got no shards, instead of failing deep inside a worker."""
-
-    def apply(self, src, world):
-        empty = True
-        for item in src:
-            empty = False
-            yield item
-        if empty:
-            log.warning(
-                "rank %d/%d worker %d/%d received no shards (fewer shards than ranks x workers)",
-                world.rank,
-                world.world_size,
-                world.worker,
-                world.num_workers,
-            )
 
 
 def _check_empty(src: Iterable[Any]) -> Iterator[Any]:
@@ -191,18 +161,19 @@ class WebDataset(DataPipeline):
                 )
             )
             self._auto_batch = batch_size is None
-        elif resampled:
-            self.pipeline.append(ResampledShards(urls, seed=self.seed, storage=storage))
-        else:
-            self.pipeline.append(SimpleShardList(urls, storage=storage))
-            if shardshuffle:
-                self.pipeline.append(_ShuffleShards())
-            if nodesplitter is not None:
-                self.pipeline.append(nodesplitter)
-            if workersplitter is not None:
-                self.pipeline.append(workersplitter)
-            if empty_check is None:
-                self.pipeline.append(_WarnIfEmpty())
+        else:  # the one shard chain, shared with dataset specs' collections
+            self.pipeline.extend(
+                shard_stages(
+                    urls,
+                    storage=storage,
+                    resampled=resampled,
+                    seed=self.seed,
+                    shardshuffle=bool(shardshuffle),
+                    nodesplitter=nodesplitter,
+                    workersplitter=workersplitter,
+                    warn_if_empty=empty_check is None,
+                )
+            )
         if not is_spec_url(urls) and not exact_epoch:
             self.pipeline.append(
                 tarfile_to_samples(
