@@ -98,7 +98,10 @@ class ExactEpochSource(StatefulStage):
         )
 
     def start(
-        self, src: Iterable[Any], world: World, state: Mapping[str, Any] | None = None
+        self,
+        src: Iterable[Any],  # noqa: ARG002 - the StatefulStage.start signature; a source reads no input
+        world: World,
+        state: Mapping[str, Any] | None = None,
     ) -> StageRun:
         position = self.check_state(state or {}) or self.fresh_state()
         universe = position["universe"]

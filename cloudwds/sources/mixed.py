@@ -101,7 +101,10 @@ class MixedSource(StatefulStage):
         }
 
     def start(
-        self, src: Iterable[Any], world: World, state: Mapping[str, Any] | None = None
+        self,
+        src: Iterable[Any],  # noqa: ARG002 - the StatefulStage.start signature; a source reads no input
+        world: World,
+        state: Mapping[str, Any] | None = None,
     ) -> StageRun:
         """One iteration: a :class:`_MixRun` owning the RNG and the per-collection counters."""
         return _MixRun(self, world, self.check_state(state or {}))

@@ -101,7 +101,10 @@ class _ShardExpander(StatefulStage):
         }
 
     def start(
-        self, src: Iterable[Any], world: World, state: Mapping[str, Any] | None = None
+        self,
+        src: Iterable[Any],
+        world: World,  # noqa: ARG002 - the StatefulStage.start signature; the reader needs no world
+        state: Mapping[str, Any] | None = None,
     ) -> StageRun:
         position = self.check_state(state or {}) or self.fresh_state()
         return _ExpandRun(self, src, (position["shards_done"], position["in_shard"]))
@@ -162,7 +165,7 @@ class _ExpandRun(StageRun):
                     prefetch_shard(*_url_and_storage(upcoming, stage), group)
             try:
                 opened = open_shard(url, storage)
-            except Exception as exn:
+            except Exception as exn:  # noqa: BLE001 - the user's handler decides on any error
                 if handle_error(handler, exn, count=True):
                     continue
                 return
@@ -188,7 +191,7 @@ class _ExpandRun(StageRun):
                 if go_on:
                     continue
                 return
-            except Exception as exn:
+            except Exception as exn:  # noqa: BLE001 - wrapped with the URL, passed to the handler
                 wrapped = ShardError(f"{type(exn).__name__}: {exn}", url)
                 wrapped.__cause__ = exn
                 if handle_error(handler, wrapped, count=True):
@@ -229,7 +232,7 @@ class tarfile_to_samples(_ShardExpander):
 
     drain = True
 
-    def expand(self, opened):
+    def expand(self, opened: Any) -> Iterator[Any]:
         if self.select_files is None and self.rename_files is None:
             return tar_samples(
                 opened.stream,
@@ -263,12 +266,12 @@ def _rename_select(
 class cbors_to_samples(_ShardExpander):
     """Shard items naming files of concatenated CBOR values → one sample per value."""
 
-    def expand(self, opened):
+    def expand(self, opened: Any) -> Iterator[Any]:
         return cbor_items(opened.stream)
 
 
 class msgpack_to_samples(_ShardExpander):
     """Shard items naming files of concatenated MsgPack values → one sample per value."""
 
-    def expand(self, opened):
+    def expand(self, opened: Any) -> Iterator[Any]:
         return msgpack_items(opened.stream)
