@@ -186,7 +186,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see every name as if imported eage
     )
     from .as_webdataset import install_as_webdataset
     from .autodecode import pytorch_weights_only
-    from .cache import LRUCleanup, pipe_cleaner
+    from .cache.webdataset_names import LRUCleanup, pipe_cleaner
     from .codecs import (
         Decoder,
         handle_extension,

@@ -70,7 +70,10 @@ class _AliasLoader(importlib.abc.Loader):
     def __init__(self, target: str) -> None:
         self.target = target
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(
+        self,
+        spec: importlib.machinery.ModuleSpec,  # noqa: ARG002 - importlib's Loader signature
+    ) -> ModuleType | None:
         return None  # the default placeholder; replaced in exec_module
 
     def exec_module(self, module: ModuleType) -> None:
@@ -83,8 +86,8 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
     def find_spec(
         self,
         fullname: str,
-        path: Sequence[str] | None = None,
-        target: ModuleType | None = None,
+        path: Sequence[str] | None = None,  # noqa: ARG002 - importlib's MetaPathFinder signature
+        target: ModuleType | None = None,  # noqa: ARG002 - importlib's MetaPathFinder signature
     ) -> importlib.machinery.ModuleSpec | None:
         real = _target_name(fullname)
         if real is None:

@@ -75,12 +75,14 @@ def msgpack_loads(data: bytes) -> Any:
 
 def npy_loads(data: bytes) -> np.ndarray:
     """Load one ``.npy`` array (object arrays refused)."""
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)  # numpy types load() as Any
+    return array
 
 
 def npz_loads(data: bytes) -> dict[str, np.ndarray]:
     """Load an ``.npz`` archive into a dict."""
-    return _DECODERS["npz"](data)
+    arrays: dict[str, np.ndarray] = _DECODERS["npz"](data)
+    return arrays
 
 
 def cbor_loads(data: bytes) -> Any:

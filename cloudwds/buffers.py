@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,14 +35,14 @@ class shuffle(Stage):
         initial: int = 100,
         rng: random.Random | None = None,
         seed: int | None = None,
-        handler: Handler | None = None,
+        handler: Handler | None = None,  # noqa: ARG002 - webdataset's signature (see above)
     ):
         self.bufsize = bufsize
         self.initial = initial
         self.seed = seed
         self.rng = rng
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:
         if self.rng is not None:
             # A caller-seeded generator (webdataset's parameter; timm and open_clip seed their
             # own): follow webdataset's buffer algorithm draw for draw, so the same generator
@@ -180,7 +180,11 @@ class batched(Stage):
         self.collation_fn = collation_fn
         self.partial = partial
 
-    def apply(self, src, world):
+    def apply(
+        self,
+        src: Iterable[Any],
+        world: World,  # noqa: ARG002 - Stage.apply's signature; batching draws no random numbers
+    ) -> Iterator[Any]:
         n = self.batchsize
         collate = self.collation_fn
         it = iter(src)
@@ -200,7 +204,11 @@ class unbatched(Stage):
     A bare array or tensor (a batch of bare samples) is split into its rows.
     """
 
-    def apply(self, src, world):
+    def apply(
+        self,
+        src: Iterable[Any],
+        world: World,  # noqa: ARG002 - Stage.apply's signature; unbatching draws no random numbers
+    ) -> Iterator[Any]:
         for batch in src:
             if isinstance(batch, (tuple, list)):
                 yield from zip(*batch, strict=True)

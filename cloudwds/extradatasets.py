@@ -7,13 +7,16 @@ these wrap any iterable dataset for code written against webdataset's classes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import utils
 from .stages import PipelineStage
 from .torchbase import iterable_base
 
-IterableBase: Any = iterable_base()  # torch's IterableDataset without importing torch
+if TYPE_CHECKING:
+    from .torchbase import IterableBase
+else:
+    IterableBase = iterable_base()  # torch's IterableDataset without importing torch
 
 __all__ = ["MockDataset", "repeatedly", "with_epoch", "with_length"]
 
@@ -49,7 +52,7 @@ class repeatedly(IterableBase, PipelineStage):  # noqa: N801 - webdataset's publ
         self.nbatches = nbatches
         self.length = length
 
-    def run(self, source: Iterable[Any]) -> Iterator[Any]:  # type: ignore[override]
+    def run(self, source: Iterable[Any]) -> Iterator[Any]:
         return utils.repeatedly(source, nepochs=self.nepochs, nbatches=self.nbatches)
 
     def __iter__(self) -> Iterator[Any]:
@@ -107,7 +110,7 @@ class with_length(IterableBase, PipelineStage):  # noqa: N801 - webdataset's pub
         self.dataset = dataset
         self.length = length
 
-    def run(self, dataset: Iterable[Any]) -> Iterator[Any]:  # type: ignore[override]
+    def run(self, dataset: Iterable[Any]) -> Iterator[Any]:
         return iter(dataset)
 
     def __iter__(self) -> Iterator[Any]:

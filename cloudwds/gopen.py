@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import sys
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .errors import UnsafeInputError
 from .security import is_secure
-from .storage import StorageConfig, open_output, open_shard
+from .storage import Sink, StorageConfig, open_output, open_shard
 from .urls import apply_rewrites, rewrites_from_env, url_scheme
 
 __all__ = [
@@ -43,12 +43,12 @@ info: dict[str, Any] = {}  # webdataset's module-level info dict (unused here, k
 class _WriteStream:
     """A writable stream over a storage sink: ``close()`` publishes, an exception aborts."""
 
-    def __init__(self, sink: Any, url: str):
+    def __init__(self, sink: Sink, url: str):
         self._sink = sink
         self.name = url
         self.closed = False
 
-    def write(self, data: Any) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         return self._sink.write(data)
 
     def flush(self) -> None:
@@ -59,7 +59,7 @@ class _WriteStream:
             self.closed = True
             self._sink.commit()
 
-    def __enter__(self) -> _WriteStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -82,7 +82,11 @@ def _config(storage: StorageConfig | None, kw: dict[str, Any]) -> StorageConfig:
 
 
 def gopen_storage(
-    url: str, mode: str = "rb", bufsize: int = 8192, storage: StorageConfig | None = None, **kw: Any
+    url: str,
+    mode: str = "rb",
+    bufsize: int = 8192,  # noqa: ARG001 - webdataset's handler signature; storage sizes its buffers
+    storage: StorageConfig | None = None,
+    **kw: Any,
 ) -> Any:
     """Open ``url`` through cloudwds's storage layer (``kw``: :meth:`StorageConfig.resolve` args)."""
     config = _config(storage, kw)
@@ -97,7 +101,7 @@ def gopen_storage(
     raise ValueError(f"gopen: unsupported mode {mode!r} (use 'rb' or 'wb')")
 
 
-def gopen_error(url: str, *args: Any, **kw: Any) -> Any:
+def gopen_error(url: str, *args: Any, **kw: Any) -> Any:  # noqa: ARG001 - a gopen handler's signature
     """The handler for schemes nobody can open."""
     raise ValueError(f"{url}: no gopen handler defined")
 

@@ -29,7 +29,7 @@ def warn_and_continue(exn: BaseException) -> bool:
     return True
 
 
-def ignore_and_continue(exn: BaseException) -> bool:
+def ignore_and_continue(exn: BaseException) -> bool:  # noqa: ARG001 - a handler's signature
     """Skip the failing item silently."""
     return True
 
@@ -40,7 +40,7 @@ def warn_and_stop(exn: BaseException) -> bool:
     return False
 
 
-def ignore_and_stop(exn: BaseException) -> bool:
+def ignore_and_stop(exn: BaseException) -> bool:  # noqa: ARG001 - a handler's signature
     """End the current stream silently."""
     return False
 

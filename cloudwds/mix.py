@@ -9,14 +9,17 @@ worker), so a mix is repeatable, where webdataset draws from the global ``random
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .torchbase import iterable_base
 from .world import current_world
 
-IterableBase: Any = iterable_base()  # torch's IterableDataset without importing torch
+if TYPE_CHECKING:
+    from .torchbase import IterableBase
+else:
+    IterableBase = iterable_base()  # torch's IterableDataset without importing torch
 
 __all__ = [
     "RandomMix",

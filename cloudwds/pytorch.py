@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
     class DataLoader:  # type: ignore[no-redef]
         """Refuses to run: the DataLoader needs torch."""
 
-        def __init__(self, *args: Any, **kw: Any):
+        def __init__(self, *args: Any, **kw: Any):  # noqa: ARG002 - DataLoader's signature
             raise ImportError("DataLoader needs torch: pip install torch")
 
     class TorchTensor:  # type: ignore[no-redef]

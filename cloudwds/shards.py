@@ -28,7 +28,7 @@ from .world import World, distributed_rank, worker_info
 log = logging.getLogger("cloudwds")
 
 
-class ShardItem(dict):
+class ShardItem(dict[str, Any]):
     """``{"url": url}`` plus the source's :class:`StorageConfig` as the attribute ``storage``.
 
     A plain dict to code that inspects items (``item["url"]``, ``item == {"url": u}``, as
@@ -39,7 +39,7 @@ class ShardItem(dict):
         super().__init__(url=url)
         self.storage = storage
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[ShardItem], tuple[str, StorageConfig | None]]:
         return (ShardItem, (self["url"], self.storage))
 
 
@@ -65,7 +65,11 @@ class ShardSource(Stage):
     def _item(self, url: str) -> dict[str, Any]:
         return ShardItem(url, self.storage)
 
-    def apply(self, src, world):  # sources ignore their input
+    def apply(
+        self,
+        src: Iterable[Any],  # noqa: ARG002 - Stage.apply's signature; a source ignores its input
+        world: World,
+    ) -> Iterator[dict[str, Any]]:
         return self.iterate(world)
 
     def iterate(self, world: World) -> Iterator[dict[str, Any]]:
@@ -99,7 +103,10 @@ class SimpleShardList(ShardSource):
         super().__init__(urls, **kwargs)
         self.seed = seed
 
-    def iterate(self, world: World) -> Iterator[dict[str, Any]]:
+    def iterate(
+        self,
+        world: World,  # noqa: ARG002 - the order depends on the seed only (webdataset's)
+    ) -> Iterator[dict[str, Any]]:
         urls = list(self.urls)
         if self.seed is True:
             random.Random(os.urandom(16)).shuffle(urls)
@@ -175,7 +182,10 @@ class ResampledShards(ShardSource):
                     count += 1
 
 
-def split_by_node(src: Iterable[Any], group: Any = None) -> Iterator[Any]:
+def split_by_node(
+    src: Iterable[Any],
+    group: Any = None,  # noqa: ARG001 - webdataset's (a process group); the default group is used
+) -> Iterator[Any]:
     """Keep every ``world_size``-th item starting at this rank (no-op on one rank)."""
     rank, world_size = distributed_rank()
     if world_size <= 1:
@@ -197,7 +207,10 @@ def split_by_worker(src: Iterable[Any]) -> Iterator[Any]:
             yield item
 
 
-def single_node_only(src: Iterable[Any], group: Any = None) -> Iterator[Any]:
+def single_node_only(
+    src: Iterable[Any],
+    group: Any = None,  # noqa: ARG001 - webdataset's signature (a torch.distributed group)
+) -> Iterator[Any]:
     """Refuse to run on more than one rank (for datasets that must not be split)."""
     _, world_size = distributed_rank()
     if world_size > 1:

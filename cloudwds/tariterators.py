@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 import braceexpand
 
@@ -56,7 +56,7 @@ def base_plus_ext(path: str) -> tuple[str | None, str | None]:
     return match.group(1), match.group(2)
 
 
-def valid_sample(sample: Any) -> bool:
+def valid_sample(sample: Any) -> TypeGuard[dict[str, Any]]:
     """A non-empty dict not flagged ``__bad__``."""
     return isinstance(sample, dict) and len(sample) > 0 and not sample.get("__bad__", False)
 
@@ -88,7 +88,7 @@ def url_opener(
             if storage is not None:
                 options.setdefault("storage", storage)
             stream = gopen(url, **options)
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - any error goes to the user's handler
             exn.args = exn.args + (url,)
             if handler(exn):
                 continue
@@ -119,7 +119,7 @@ def tar_file_iterator(
             if select_files is not None and not select_files(fname):
                 continue
             yield {"fname": fname, "data": data}
-    except Exception as exn:
+    except Exception as exn:  # noqa: BLE001 - any error goes to the user's handler
         if exn.args:
             exn.args = (f"{exn.args[0]} @ {fileobj}",) + exn.args[1:]
         if not handler(exn):
@@ -157,7 +157,7 @@ def tar_file_expander(
                 yield sample
             if eof_value is not None:
                 yield eof_value
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - any error goes to the user's handler
             exn.args = exn.args + (stream, url)
             if handler(exn):
                 continue
@@ -188,7 +188,7 @@ def group_by_keys(
         try:
             if not filesample:
                 if valid_sample(current):
-                    yield current  # type: ignore[misc]
+                    yield current
                 current = None
                 continue
             fname, value = filesample["fname"], filesample["data"]
@@ -200,7 +200,7 @@ def group_by_keys(
             url = filesample.get("__url__")
             if current is None or prefix != current["__key__"] or url != current["__url__"]:
                 if valid_sample(current):
-                    yield current  # type: ignore[misc]
+                    yield current
                 current = {"__key__": prefix, "__url__": url}
             if suffix in current:
                 raise DuplicateMemberError(
@@ -213,13 +213,13 @@ def group_by_keys(
             local_path = filesample.get("__local_path__")
             if local_path is not None:
                 current["__local_path__"] = local_path
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - any error goes to the user's handler
             exn.args = exn.args + (filesample.get("stream"), filesample.get("url"))
             if handler(exn):
                 continue
             break
     if valid_sample(current):
-        yield current  # type: ignore[misc]
+        yield current
 
 
 def tarfile_samples(

@@ -228,7 +228,8 @@ def load(fname: str, infos: bool = False, nocheck: bool = False) -> Any:
 
 def tenbin_loads(data: bytes) -> list[np.ndarray]:
     """Decoder of ``.ten`` members: the list of arrays (webdataset's ``tenbin_loads``)."""
-    return decode_buffer(data)
+    arrays: list[np.ndarray] = decode_buffer(data)
+    return arrays
 
 
 def tenbin_dumps(x: Any) -> bytes:

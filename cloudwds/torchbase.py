@@ -24,7 +24,14 @@ import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from torch.utils.data import IterableDataset
+
+    # What type checkers see as the pipelines' base: at run time it is torch's IterableDataset or a
+    # stand-in registered as its virtual subclass (so ``isinstance`` agrees with this either way).
+    IterableBase: TypeAlias = IterableDataset[Any]
 
 _TORCH_DATASET_MODULE = "torch.utils.data.dataset"
 _virtual: list[type] = []  # stand-in bases waiting for torch (registered once it is imported)

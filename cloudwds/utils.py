@@ -136,7 +136,9 @@ def repeatedly(
             return
 
 
-def pytorch_worker_info(group: Any = None) -> tuple[int, int, int, int]:
+def pytorch_worker_info(
+    group: Any = None,  # noqa: ARG001 - webdataset's (a process group); the default group is used
+) -> tuple[int, int, int, int]:
     """``(rank, world_size, worker, num_workers)`` of the calling process.
 
     ``RANK``/``WORLD_SIZE`` and ``WORKER``/``NUM_WORKERS`` in the environment win, as in
@@ -201,7 +203,8 @@ def obsolete(func: Callable[..., Any] | None = None, *, reason: str | None = Non
 def compute_sample_weights(n_w_pairs: list[tuple[float, float]]) -> np.ndarray:
     """Relative sampling probabilities of ``(count, weight)`` pairs, the largest being 1."""
     weighted = np.array([n for n, _ in n_w_pairs]) * np.array([w for _, w in n_w_pairs])
-    return weighted / np.amax(weighted)
+    probs: np.ndarray = weighted / np.amax(weighted)  # numpy types amax() as Any
+    return probs
 
 
 _fallback_secure = bool(int(os.environ.get("WDS_SECURE", "0") or 0))

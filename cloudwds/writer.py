@@ -11,21 +11,31 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from .codecs import make_encoder
 from .storage import Sink, StorageConfig, open_output
 from .tario import TarStreamWriter
 
+Buffer = bytes | bytearray | memoryview  # what the tar writer hands to a sink
+
+
+class BinaryWritable(Protocol):
+    """A caller's output stream: webdataset's writers accept any object with ``write(bytes)``."""
+
+    def write(self, data: Buffer, /) -> object: ...
+
 
 class _StreamSink:
     """A caller-owned stream: written to, never closed or renamed by us."""
 
-    def __init__(self, stream: Any):
+    def __init__(self, stream: BinaryWritable):
         self._stream = stream
 
-    def write(self, data: Any) -> int:
-        return self._stream.write(data)
+    def write(self, data: Buffer) -> int:
+        self._stream.write(data)  # what it returns varies (None for some streams); nobody reads it
+        return len(data)
 
     def commit(self) -> None:
         flush = getattr(self._stream, "flush", None)
@@ -39,11 +49,14 @@ class _StreamSink:
 class _GzipSink:
     """Compress into another sink (``.tar.gz`` / ``.tgz`` shards)."""
 
-    def __init__(self, sink: Any):
+    def __init__(self, sink: Sink):
         self._sink = sink
-        self._gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0)  # type: ignore[arg-type]
+        # typeshed wants a fileobj with flush(); GzipFile only calls it from its own flush(),
+        # which nothing here calls (close() writes the trailer without it).
+        gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0)  # type: ignore[call-overload]
+        self._gz: gzip.GzipFile = gz
 
-    def write(self, data: Any) -> int:
+    def write(self, data: Buffer) -> int:
         return self._gz.write(data)
 
     def commit(self) -> None:
@@ -67,15 +80,17 @@ class TarWriter:
 
     def __init__(
         self,
-        fileobj: str | Any,
-        user: str = "bigdata",
-        group: str = "bigdata",
-        mode: int = 0o0444,
+        fileobj: str | os.PathLike[str] | BinaryWritable,
+        user: str = "bigdata",  # noqa: ARG002 - webdataset's signature; owner is always bigdata
+        group: str = "bigdata",  # noqa: ARG002 - webdataset's signature; group is always bigdata
+        mode: int = 0o0444,  # noqa: ARG002 - webdataset's signature; members are always 0o444
         compress: bool | None = None,
-        encoder: bool | Mapping[str, Callable[[Any], bytes]] | Callable[[dict], dict] = True,
+        encoder: bool
+        | Mapping[str, Callable[[Any], bytes]]
+        | Callable[[dict[str, Any]], dict[str, Any]] = True,
         keep_meta: bool = False,
         mtime: float | None = None,
-        format: Any = None,  # noqa: A002 - webdataset's name; cloudwds writes ustar/pax itself
+        format: Any = None,  # noqa: A002, ARG002 - webdataset's name; always ustar + pax
         *,
         storage_options: Mapping[str, Any] | None = None,
         storage: StorageConfig | None = None,
@@ -87,13 +102,13 @@ class TarWriter:
         if isinstance(fileobj, str):
             if storage is None:
                 storage = StorageConfig.resolve(storage_options=storage_options)
-            sink: Any = open_output(fileobj, storage)
+            sink: Sink = open_output(fileobj, storage)
             if compress is None:
                 compress = fileobj.endswith((".gz", ".tgz"))
         else:
             sink = _StreamSink(fileobj)
         self._sink: Sink = _GzipSink(sink) if compress else sink
-        self._tar = TarStreamWriter(self._sink, mtime=mtime)  # type: ignore[arg-type]
+        self._tar = TarStreamWriter(self._sink, mtime=mtime)
         self._encode = make_encoder(encoder)
         self.keep_meta = keep_meta
         self.count = 0
@@ -148,10 +163,15 @@ class TarWriter:
         self._closed = True
         self._sink.abort()
 
-    def __enter__(self) -> TarWriter:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -161,7 +181,7 @@ class TarWriter:
         if not getattr(self, "_closed", True):
             try:
                 self.abort()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a finalizer must not raise, whatever abort() hits
                 pass
 
 
@@ -254,10 +274,15 @@ class ShardWriter:
             self._writer.abort()
             self._writer = None
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             self.close()
         else:

@@ -76,7 +76,8 @@ TRUST_AWARE: frozenset[DecodeFn] = frozenset([decode_pickle, decode_torch])
 
 def decode_npy(data: bytes) -> np.ndarray:
     """Load one ``.npy`` array; object arrays are refused (``allow_pickle=False``)."""
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)  # numpy types load() as Any
+    return array
 
 
 def decode_npz(data: bytes) -> dict[str, np.ndarray]:

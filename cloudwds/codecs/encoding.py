@@ -96,7 +96,8 @@ def encode_msgpack(x: Any) -> bytes:
     """Encode as MessagePack (bin type for bytes, so they decode back as bytes)."""
     import msgpack
 
-    return msgpack.packb(x, use_bin_type=True)
+    packed: bytes = msgpack.packb(x, use_bin_type=True)  # msgpack has no type information
+    return packed
 
 
 def encode_cbor(x: Any) -> bytes:

@@ -143,7 +143,7 @@ def per_shard(
     def call(url: str) -> tuple[T | None, BaseException | None]:
         try:
             return fn(url), None
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - every shard's failure is reported, not raised
             return None, naming_url(exn, url)
 
     window: deque[tuple[str, Future[tuple[T | None, BaseException | None]]]] = deque()

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     gz: gzip.GzipFile | None = None
     if args.output.endswith((".gz", ".tgz")):
         gz = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0)
-    tar = TarStreamWriter(gz if gz is not None else sink, mtime=args.mtime)  # type: ignore[arg-type]
+    tar = TarStreamWriter(gz if gz is not None else sink, mtime=args.mtime)
     try:
         for lineno, name, source in lines:
             data = _source_bytes(source, args.directory, storage, f"{args.recipe}:{lineno}")
@@ -100,7 +100,7 @@ def _read_recipe(recipe: str, storage: StorageConfig) -> str:
     if recipe == "-":
         return sys.stdin.read()
     with open_shard(recipe, storage) as opened:
-        data = opened.stream.read()
+        data: bytes = opened.stream.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exn:
@@ -126,4 +126,5 @@ def _source_bytes(source: str, directory: str, storage: StorageConfig, where: st
         except OSError as exn:
             raise CommandError(f"{where}: cannot read {source!r}: {exn.strerror or exn}") from None
     with open_shard(source, storage) as opened:
-        return opened.stream.read()
+        content: bytes = opened.stream.read()
+    return content
