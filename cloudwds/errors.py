@@ -116,7 +116,8 @@ class StorageError(CloudWdsError, OSError):
     def __str__(self) -> str:
         return f"{self.message} (url={self.url!r})" if self.url is not None else self.message
 
-    def __reduce__(self) -> tuple[type[StorageError], tuple[str, str | None]]:  # OSError's own reduce would rebuild from (errno, strerror)
+    def __reduce__(self) -> tuple[type[StorageError], tuple[str, str | None]]:
+        # OSError's own reduce would rebuild from (errno, strerror)
         return (type(self), (self.message, self.url))
 
 
