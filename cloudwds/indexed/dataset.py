@@ -36,7 +36,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 from ..errors import DuplicateMemberError, ShardNotFoundError, StorageError
 from ..index import Manifest, find_index, load_index, scan_shard_offsets
@@ -249,32 +249,32 @@ class IndexedWebDataset:
         )
 
     # -- sample-wise stages (each returns a new dataset sharing the offsets) ----------------------
-    def compose(self, *stages: Any) -> IndexedWebDataset:
+    def compose(self, *stages: Any) -> Self:
         """A copy with ``stages`` (cloudwds stages or ``iterator -> iterator`` callables) added."""
         new = copy.copy(self)
         new.stages = [*self.stages, *stages]
         new._source = None
         return new
 
-    def decode(self, *args: Any, **kw: Any) -> IndexedWebDataset:
+    def decode(self, *args: Any, **kw: Any) -> Self:
         return self.compose(decode(*args, **kw))
 
-    def to_tuple(self, *args: str, **kw: Any) -> IndexedWebDataset:
+    def to_tuple(self, *args: str, **kw: Any) -> Self:
         return self.compose(to_tuple(*args, **kw))
 
-    def map(self, f: Callable[[Any], Any], **kw: Any) -> IndexedWebDataset:
+    def map(self, f: Callable[[Any], Any], **kw: Any) -> Self:
         return self.compose(map(f, **kw))
 
-    def map_dict(self, **kw: Any) -> IndexedWebDataset:
+    def map_dict(self, **kw: Any) -> Self:
         return self.compose(map_dict(**kw))
 
-    def map_tuple(self, *args: Any, **kw: Any) -> IndexedWebDataset:
+    def map_tuple(self, *args: Any, **kw: Any) -> Self:
         return self.compose(map_tuple(*args, **kw))
 
-    def rename(self, **kw: Any) -> IndexedWebDataset:
+    def rename(self, **kw: Any) -> Self:
         return self.compose(rename(**kw))
 
-    def rename_keys(self, *args: Any, **kw: Any) -> IndexedWebDataset:
+    def rename_keys(self, *args: Any, **kw: Any) -> Self:
         return self.compose(rename_keys(*args, **kw))
 
 
