@@ -96,6 +96,17 @@ class RangeSource:
                 out[i] = data[s - start : e - start]
         return out
 
+    def size(self, table: ShardOffsets) -> int:
+        """The shard's size in bytes: ``fstat`` of the local or cached file, else one ``info``.
+
+        A sequential reader starting mid-shard (resume by seeking) needs the end it reads to.
+        """
+        f = self._file_for(table)
+        if f is not None:
+            return os.fstat(f.fileno()).st_size
+        fs, path = self._fs(table.url)
+        return object_size(fs, path, table.url, self.storage.retry)
+
     def close(self) -> None:
         with self._lock:
             for f in self._files.values():

@@ -16,6 +16,7 @@ State schema (``state_dict()`` of a pipeline whose source this is, per worker)::
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ from ..stagebase import StageRun, StatefulStage, handle_error
 from ..stats import COUNTERS, count_samples
 from ..storage import StorageConfig, open_shard, prefetch_shard
 from ..world import World
+from .seek import StaleOffsetsError, open_at_sample
+
+log = logging.getLogger("cloudwds")
 
 
 class ExactEpochSource(StatefulStage):
@@ -121,6 +125,7 @@ class _ExactRun(StageRun):
         self.universe = universe
         self.start_at = start_at
         self.delivered = start_at  # reported as loaded until the run moves on
+        self.seeks: list[tuple[str, int, int]] = []  # (url, sample, byte) of seeked opens
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +161,7 @@ class _ExactRun(StageRun):
         Consecutive pieces of one shard (sorted, as the planner emits them) are read in a
         single pass over the shard.
         """
+        resumed = self.start_at > 0  # open the first shard at its first owed sample
         runs: list[tuple[int, list[tuple[int, int]]]] = []
         for shard, start, stop in spans:
             n = stop - start
@@ -175,7 +181,7 @@ class _ExactRun(StageRun):
                 if k + 1 < len(runs) and source.storage.cache is not None:
                     prefetch_shard(source.urls[runs[k + 1][0]], source.storage, group)
                 try:
-                    yield from self._read_ranges(shard, ranges)
+                    yield from self._read_ranges(shard, ranges, seek=k == 0 and resumed)
                 except ShardGone as gone:
                     if gone.stop:  # the handler chose to end the iteration quietly
                         return
@@ -185,40 +191,73 @@ class _ExactRun(StageRun):
                     yield from itertools.repeat(_MISSING, gone.missing)
 
     def _read_ranges(
-        self, shard: int, ranges: Sequence[tuple[int, int]]
+        self, shard: int, ranges: Sequence[tuple[int, int]], seek: bool = False
     ) -> Iterator[dict[str, Any]]:
-        """The samples of one shard whose index falls in ``ranges`` (sorted, disjoint)."""
+        """The samples of one shard whose index falls in ``ranges`` (sorted, disjoint).
+
+        With ``seek`` (the first shard of a resumed run) the shard is opened at its first wanted
+        sample when it has an offsets index (:mod:`.seek`), else read from its start.
+        """
         source = self.source
-        url = source.urls[shard]
-        last = ranges[-1][1]
         wanted = sum(b - a for a, b in ranges)
         given = 0
-        count = 0
-        r = 0
+        first = ranges[0][0] if seek else 0
         try:
-            with open_shard(url, source.storage) as opened:
-                COUNTERS.add("shards_opened")
-                for sample in tar_samples(opened.stream, url, opened.local_path):
-                    if count >= last:
-                        if source.storage.cache is not None and opened.local_path is None:
-                            # Other workers read the other pieces of this shard from the
-                            # cached copy: read on, so that its one download completes (a
-                            # download that nobody reads any more is cancelled).
-                            while opened.stream.read(1 << 20):
-                                pass
-                        return
-                    while ranges[r][1] <= count:
-                        r += 1
-                    if count >= ranges[r][0]:
-                        count_samples()
+            while True:
+                try:
+                    for sample in self._read_shard(shard, ranges, first):
                         given += 1
                         yield sample
-                    count += 1
-            if count < last:
-                raise ShardError(f"shard has {count} samples, the index says at least {last}", url)
+                    return
+                except StaleOffsetsError as stale:  # raised before any sample was yielded
+                    log.warning(
+                        "%s: stale offsets index (%s); reading the shard from its start",
+                        source.urls[shard],
+                        stale,
+                    )
+                    first = 0
         except Exception as exn:
             go_on = handle_error(source.handler, exn, count=True)
             raise ShardGone(wanted - given, stop=not go_on) from exn
+
+    def _read_shard(
+        self, shard: int, ranges: Sequence[tuple[int, int]], first: int
+    ) -> Iterator[dict[str, Any]]:
+        """One pass over the shard, opened at sample ``first`` when its offsets allow."""
+        source = self.source
+        url = source.urls[shard]
+        last = ranges[-1][1]
+        seeked = open_at_sample(url, source.storage, first, source.counts[shard])
+        opened = seeked.opened if seeked is not None else open_shard(url, source.storage)
+        count = seeked.sample if seeked is not None else 0
+        r = 0
+        with opened:
+            COUNTERS.add("shards_opened")
+            samples: Iterable[dict[str, Any]] = tar_samples(opened.stream, url, opened.local_path)
+            if seeked is not None:
+                self.seeks.append((url, seeked.sample, seeked.offset))
+                samples = seeked.verified(samples)
+            for sample in samples:
+                if count >= last:
+                    if (
+                        seeked is None
+                        and source.storage.cache is not None
+                        and not opened.local_path
+                    ):
+                        # Other workers read the other pieces of this shard from the
+                        # cached copy: read on, so that its one download completes (a
+                        # download that nobody reads any more is cancelled).
+                        while opened.stream.read(1 << 20):
+                            pass
+                    return
+                while ranges[r][1] <= count:
+                    r += 1
+                if count >= ranges[r][0]:
+                    count_samples()
+                    yield sample
+                count += 1
+        if count < last:
+            raise ShardError(f"shard has {count} samples, the index says at least {last}", url)
 
 
 class ShardGone(Exception):
