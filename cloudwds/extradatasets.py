@@ -7,16 +7,11 @@ these wrap any iterable dataset for code written against webdataset's classes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import utils
 from .stages import PipelineStage
-from .torchbase import iterable_base
-
-if TYPE_CHECKING:
-    from .torchbase import IterableBase
-else:
-    IterableBase = iterable_base()  # torch's IterableDataset without importing torch
+from .torchbase import IterableBase  # torch's IterableDataset without importing torch
 
 __all__ = ["MockDataset", "repeatedly", "with_epoch", "with_length"]
 

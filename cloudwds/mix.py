@@ -9,17 +9,12 @@ worker), so a mix is repeatable, where webdataset draws from the global ``random
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .torchbase import iterable_base
+from .torchbase import IterableBase  # torch's IterableDataset without importing torch
 from .world import current_world
-
-if TYPE_CHECKING:
-    from .torchbase import IterableBase
-else:
-    IterableBase = iterable_base()  # torch's IterableDataset without importing torch
 
 __all__ = [
     "RandomMix",

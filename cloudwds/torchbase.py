@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 if TYPE_CHECKING:
     from torch.utils.data import IterableDataset
 
-    # What type checkers see as the pipelines' base: at run time it is torch's IterableDataset or a
-    # stand-in registered as its virtual subclass (so ``isinstance`` agrees with this either way).
+    # ``from .torchbase import IterableBase`` gives the base class: :func:`iterable_base` at run
+    # time (see ``__getattr__`` below). Type checkers see torch's class, which is what the base is
+    # or (the stand-in, once torch is imported) what ``isinstance`` says it is.
     IterableBase: TypeAlias = IterableDataset[Any]
 
 _TORCH_DATASET_MODULE = "torch.utils.data.dataset"
@@ -87,6 +88,14 @@ def iterable_base() -> type:
     if _base is None:
         _base = _choose_base()
     return _base
+
+
+def __getattr__(name: str) -> Any:
+    # ``IterableBase`` is chosen on first use, not when this module is imported: a module
+    # that imports torch after cloudwds.torchbase but before defining its classes gets torch's.
+    if name == "IterableBase":
+        return iterable_base()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _choose_base() -> type:

@@ -91,3 +91,20 @@ def test_eager_switch_imports_torch_with_the_pipeline(shards: str) -> None:
         env={"WDS_EAGER_TORCH": "1"},
     )
     assert lines == ["True", "True"]
+
+
+def test_iterable_base_name_is_the_one_base_every_dataset_class_shares() -> None:
+    # ``from cloudwds.torchbase import IterableBase`` (the name type checkers see as torch's
+    # IterableDataset) is, at run time, the one base chosen by iterable_base().
+    lines = run_fresh(
+        """
+        import sys
+        from cloudwds.torchbase import IterableBase, iterable_base
+        import cloudwds.mix, cloudwds.extradatasets
+        bases = {cloudwds.mix.RandomMix.__mro__[1], cloudwds.extradatasets.with_epoch.__mro__[1]}
+        print(IterableBase is iterable_base(), bases == {IterableBase}, "torch" in sys.modules)
+        import torch.utils.data as tud
+        print(isinstance(cloudwds.extradatasets.MockDataset(1, 2), tud.IterableDataset))
+        """
+    )
+    assert lines == ["True", "True", "False", "True"]
