@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 from .handlers import Handler, reraise_exception
 from .pipeline import DataPipeline
@@ -206,15 +206,15 @@ class WebDataset(DataPipeline):
             inner._epochs = self._epochs  # the loader's copy shares the epoch counter
         return DataPipeline.stateful_items(inner)
 
-    def _with_source(self, **changes: Any) -> WebDataset:
+    def _with_source(self, **changes: Any) -> Self:
         new = self._copy()
         source = copy.copy(new.pipeline[0])
         for key, value in changes.items():
             setattr(source, key, value)
         new.pipeline[0] = source
-        return new  # type: ignore[return-value]
+        return new
 
-    def shuffle(self, bufsize: int = 1000, initial: int = 100, **kw: Any) -> Any:
+    def shuffle(self, bufsize: int = 1000, initial: int = 100, **kw: Any) -> Self:
         """Shuffle with a buffer of ``bufsize`` samples.
 
         In exact-epoch mode the source itself delivers each window of ``bufsize`` samples in a
@@ -224,7 +224,7 @@ class WebDataset(DataPipeline):
             return self._with_source(window=max(1, int(bufsize)))
         return super().shuffle(bufsize, initial, **kw)
 
-    def batched(self, batchsize: int, *args: Any, **kw: Any) -> Any:
+    def batched(self, batchsize: int, *args: Any, **kw: Any) -> Self:
         """Batches of ``batchsize``; in exact-epoch mode also balances the batch counts."""
         new = super().batched(batchsize, *args, **kw)
         if new.exact_source() is not None and self._auto_batch:

@@ -20,9 +20,10 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
-from .pipeline import DataPipeline, FluidInterface
+from .fluent import FluidInterface
+from .pipeline import DataPipeline
 from .resume import (
     StateCollate,
     StatefulItem,
@@ -92,7 +93,7 @@ class WebLoader(FluidInterface):
         self._epoch = 0
         self._own_epoch = 0  # used when the dataset has no epochs of its own
 
-    def compose(self, *stages: Callable[..., Any]) -> WebLoader:
+    def compose(self, *stages: Callable[..., Any]) -> Self:
         new = copy.copy(self)
         new.stages = self.stages + list(stages)
         return new
@@ -235,13 +236,13 @@ class WebLoader(FluidInterface):
             return self.nsamples
         return len(self.loader)
 
-    def with_length(self, n: int) -> WebLoader:
+    def with_length(self, n: int) -> Self:
         """Declare ``len()``; it does not limit iteration."""
         new = copy.copy(self)
         new.length = int(n)
         return new
 
-    def repeat(self, nepochs: int | None = None, nbatches: int | None = None) -> WebLoader:
+    def repeat(self, nepochs: int | None = None, nbatches: int | None = None) -> Self:
         """Each iteration runs ``nepochs`` passes over the DataLoader (``None``/``-1``: forever).
 
         ``nbatches`` (``>= 0``) additionally cuts the iteration at that many items. Each pass is
@@ -259,13 +260,13 @@ class WebLoader(FluidInterface):
         if callable(close):
             close()
 
-    def __enter__(self) -> WebLoader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def with_epoch(self, n: int) -> WebLoader:
+    def with_epoch(self, n: int) -> Self:
         """Yield exactly ``n`` items per iteration (after all stages), restarting as needed.
 
         Each restart of the DataLoader is a new dataset epoch, so orders differ between passes.

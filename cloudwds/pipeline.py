@@ -9,141 +9,41 @@ Epochs: each ``iter()`` runs one epoch. The epoch number seeds every random choi
 ``set_epoch(n)`` makes the next iteration epoch ``n``. ``with_epoch(n)`` cuts each iteration
 at ``n`` samples *per process* (per DataLoader worker), repeating the source as needed, as in
 webdataset.
+
+This module holds the recipe; an iteration is a :class:`~cloudwds.pipelinerun.PipelineRun`
+and the fluent shorthands are :class:`~cloudwds.fluent.FluidInterface` (both re-exported here,
+where webdataset-compatible code imports them).
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Self
 
 from . import resume
 from . import stages as st
 from .epochs import EpochCounter
-from .handlers import Handler, reraise_exception
-from .resume import StatefulItem
-from .stagebase import StageRun, StatefulStage
-from .stages import PipelineStage, Stage, apply_stage
-from .stats import Counters, enter_scope, exit_scope, with_rates
+from .fluent import FluidInterface as FluidInterface
+from .pipelinerun import PipelineRun as PipelineRun
+from .pipelinerun import source_iter
+from .stagebase import StatefulStage
+from .stages import PipelineStage, Stage
+from .stats import Counters, with_rates
 from .torchbase import iterable_base
 from .world import World, current_world, default_seed
 
+if TYPE_CHECKING:
+    from .torchbase import IterableBase
+else:
+    IterableBase = iterable_base()  # torch's IterableDataset without importing torch
+
 log = logging.getLogger("cloudwds")
 
-# torch's IterableDataset when torch is imported, else a stand-in registered with it later
-_IterableBase: Any = iterable_base()
 
-
-class FluidInterface:
-    """Fluent shorthands; each appends a stage to a copy of the pipeline."""
-
-    def compose(self, *stages: Callable[..., Any]) -> Any:
-        raise NotImplementedError
-
-    def shuffle(self, bufsize: int = 1000, initial: int = 100, **kw: Any) -> Any:
-        return self.compose(st.shuffle(bufsize, initial, **kw))
-
-    def map(self, f: Callable[[Any], Any], handler: Handler = reraise_exception) -> Any:
-        return self.compose(st.map(f, handler=handler))
-
-    def select(self, predicate: Callable[[Any], bool]) -> Any:
-        return self.compose(st.select(predicate))
-
-    def decode(self, *args: Any, **kw: Any) -> Any:
-        return self.compose(st.decode(*args, **kw))
-
-    def to_tuple(self, *args: str, **kw: Any) -> Any:
-        """Dict samples → tuples; right after ``.decode()``, only the requested fields are decoded."""
-        stages = getattr(self, "pipeline", None)
-        last = stages[-1] if stages else None
-        if isinstance(last, st.decode) and last.only is None:
-            fields = args[0].split() if len(args) == 1 and " " in args[0] else args
-            wanted = sorted({k for f in fields for k in f.split(";") if not k.startswith("__")})
-            if wanted:
-                fused = st.decode(
-                    *last.args,
-                    handler=last.handler,
-                    only=wanted,
-                    partial=last.partial,
-                    trusted=last.trusted,
-                )
-                new = self._copy()  # type: ignore[attr-defined]
-                new.pipeline[-1] = fused
-                return new.compose(st.to_tuple(*args, **kw))
-        return self.compose(st.to_tuple(*args, **kw))
-
-    def map_tuple(self, *fs: Any, handler: Handler = reraise_exception) -> Any:
-        return self.compose(st.map_tuple(*fs, handler=handler))
-
-    def map_dict(self, handler: Handler = reraise_exception, **fs: Any) -> Any:
-        return self.compose(st.map_dict(handler=handler, **fs))
-
-    def rename(self, **kw: Any) -> Any:
-        return self.compose(st.rename(**kw))
-
-    def rename_keys(self, *args: Any, **kw: Any) -> Any:
-        return self.compose(st.rename_keys(*args, **kw))
-
-    def batched(
-        self,
-        batchsize: int,
-        collation_fn: Callable[[list[Any]], Any] | None = st.default_collation_fn,
-        partial: bool = True,
-    ) -> Any:
-        return self.compose(st.batched(batchsize, collation_fn=collation_fn, partial=partial))
-
-    def unbatched(self) -> Any:
-        return self.compose(st.unbatched())
-
-    def slice(self, *args: int | None) -> Any:
-        return self.compose(st.slice(*args))
-
-    def rsample(self, p: float = 0.5) -> Any:
-        return self.compose(st.rsample(p))
-
-    # -- the rest of webdataset's fluent methods --------------------------------------------
-    def listed(self, batchsize: int, partial: bool = True) -> Any:
-        """Lists of ``batchsize`` samples, not collated."""
-        return self.compose(st.batched(batchsize, collation_fn=None, partial=partial))
-
-    def unlisted(self) -> Any:
-        """Flatten lists of samples."""
-        from .filters import unlisted
-
-        return self.compose(unlisted())
-
-    def log_keys(self, logfile: str | None = None) -> Any:
-        from .filters import log_keys
-
-        return self.compose(log_keys(logfile))
-
-    def extract_keys(self, *args: Any, **kw: Any) -> Any:
-        from .filters import extract_keys
-
-        return self.compose(extract_keys(*args, **kw))
-
-    def xdecode(self, *args: Any, **kw: Any) -> Any:
-        from .filters import xdecode
-
-        return self.compose(xdecode(*args, **kw))
-
-    def mcached(self) -> Any:
-        """Keep the samples of the first complete pass in memory (:class:`~cloudwds.Cached`)."""
-        from .extrastages import Cached
-
-        return self.compose(Cached())
-
-    def lmdb_cached(self, *args: Any, **kw: Any) -> Any:
-        """Keep the samples of the first complete pass in an LMDB file (:class:`~cloudwds.LMDBCached`)."""
-        from .extrastages import LMDBCached
-
-        return self.compose(LMDBCached(*args, **kw))
-
-
-class DataPipeline(_IterableBase, FluidInterface):
+class DataPipeline(IterableBase, FluidInterface):
     """A source followed by stages; ``DataPipeline(src, stage, stage, ...)`` as in webdataset.
 
     The first element is the source: a shard list (``SimpleShardList``, ``ResampledShards``),
@@ -256,7 +156,10 @@ class DataPipeline(_IterableBase, FluidInterface):
         self._last_run = weakref.ref(run)
         return run
 
-    def stateful_items(self, batch_size: int | None = None) -> DataPipeline:
+    def stateful_items(
+        self,
+        batch_size: int | None = None,  # noqa: ARG002 - used by WebDataset's exact mode
+    ) -> DataPipeline:
         """A copy for ``WebLoader``'s workers: each item travels with the worker's state.
 
         It shares this pipeline's epoch counter (``set_epoch`` on either reaches both).
@@ -291,7 +194,7 @@ class DataPipeline(_IterableBase, FluidInterface):
         return self.length
 
     # -- building (each returns a new pipeline) ------------------------------------------
-    def _copy(self) -> DataPipeline:
+    def _copy(self) -> Self:
         new = copy.copy(self)
         # stateful stages are copied too: a copy shares no mutable stage object with the original
         new.pipeline = [copy.copy(s) if isinstance(s, StatefulStage) else s for s in self.pipeline]
@@ -301,13 +204,32 @@ class DataPipeline(_IterableBase, FluidInterface):
         new._counters = Counters()
         return new
 
-    def compose(self, *stages: Callable[..., Any]) -> DataPipeline:
+    def compose(self, *stages: Callable[..., Any]) -> Self:
         """A new pipeline with ``stages`` appended (plain ``iterator -> iterator`` functions ok)."""
         new = self._copy()
         new.pipeline.extend(stages)
         return new
 
-    def with_epoch(self, nsamples: int = -1, nbatches: int = -1) -> DataPipeline:
+    def to_tuple(self, *args: str, **kw: Any) -> Self:
+        """Dict samples → tuples; right after ``.decode()``, only the requested fields are decoded."""
+        last = self.pipeline[-1] if self.pipeline else None
+        if isinstance(last, st.decode) and last.only is None:
+            fields = args[0].split() if len(args) == 1 and " " in args[0] else args
+            wanted = sorted({k for f in fields for k in f.split(";") if not k.startswith("__")})
+            if wanted:
+                fused = st.decode(
+                    *last.args,
+                    handler=last.handler,
+                    only=wanted,
+                    partial=last.partial,
+                    trusted=last.trusted,
+                )
+                new = self._copy()
+                new.pipeline[-1] = fused
+                return new.compose(st.to_tuple(*args, **kw))
+        return self.compose(st.to_tuple(*args, **kw))
+
+    def with_epoch(self, nsamples: int = -1, nbatches: int = -1) -> Self:
         """Each iteration yields exactly ``nsamples`` items (per process), repeating the source.
 
         ``nbatches`` is accepted as an alias (count items after batching). ``-1`` undoes it.
@@ -320,7 +242,7 @@ class DataPipeline(_IterableBase, FluidInterface):
             new.nsamples, new.repetitions = n, None
         return new
 
-    def repeat(self, nepochs: int | None = None, nbatches: int | None = None) -> DataPipeline:
+    def repeat(self, nepochs: int | None = None, nbatches: int | None = None) -> Self:
         """Repeat the pass ``nepochs`` times per iteration (``None``: forever)."""
         new = self._copy()
         new.repetitions = None if nepochs is None or nepochs < 0 else nepochs
@@ -328,7 +250,11 @@ class DataPipeline(_IterableBase, FluidInterface):
             new.nsamples = nbatches
         return new
 
-    def with_length(self, n: int, silent: bool = False) -> DataPipeline:
+    def with_length(
+        self,
+        n: int,
+        silent: bool = False,  # noqa: ARG002 - webdataset's signature
+    ) -> Self:
         """Declare ``len()`` (what the DataLoader reports); it does not limit iteration.
 
         ``silent`` is accepted for webdataset's signature; cloudwds does not warn here.
@@ -359,7 +285,7 @@ class DataPipeline(_IterableBase, FluidInterface):
         raise ValueError(f"{f!r}: not a valid pipeline stage")
 
     def _source_iter_of(self, f: Any) -> Iterator[Any]:
-        return _source_iter(f, current_world(seed=self.seed))
+        return source_iter(f, current_world(seed=self.seed))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -377,7 +303,7 @@ class DataPipeline(_IterableBase, FluidInterface):
             if callable(close) and not isinstance(step, type):
                 close()
 
-    def __enter__(self) -> DataPipeline:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -386,129 +312,6 @@ class DataPipeline(_IterableBase, FluidInterface):
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(s) for s in self.pipeline)
         return f"{type(self).__name__}(\n  {inner}\n)"
-
-
-def _source_iter(source: Any, world: World) -> Iterator[Any]:
-    if isinstance(source, Stage):
-        return source.apply((), world)
-    if isinstance(source, PipelineStage) and not isinstance(source, Iterable):
-        return iter(source.run())  # webdataset calls a PipelineStage source with no input
-    if isinstance(source, Iterable):
-        return iter(source)
-    if callable(source):
-        return iter(source())
-    raise TypeError(f"pipeline source must be iterable or callable, got {source!r}")
-
-
-class PipelineRun(Iterator[Any]):
-    """One iteration of a :class:`DataPipeline`: owns the runs of its stateful stages.
-
-    ``state_dict()`` nests the stateful source run's state (``"source"``) under the epoch and
-    the rank/worker coordinates; nothing of it lives on the pipeline or its stages, so two
-    live iterators of one pipeline report their own positions.
-    """
-
-    def __init__(self, pipeline: DataPipeline, world: World, entry: dict[str, Any] | None):
-        self.pipeline = pipeline
-        self.world = world
-        entry = entry or {}
-        self.cycle = int(entry.get("cycle", 0))  # the pass over the source (repeat/with_epoch)
-        self.yielded = int(entry.get("yielded", 0))  # items handed out (what with_epoch counts)
-        self.source: StageRun | None = None  # the current pass's stateful source run
-        self._position: dict[str, Any] | None = entry.get("source")  # until the first pass
-        self._it: Iterator[Any] | None = None
-        self._passes: Iterator[Any] | None = None
-
-    def chain(self, world: World, position: dict[str, Any] | None) -> Iterator[Any]:
-        """One pass: source, then each stage; the first stateful stage starts at ``position``."""
-        steps = self.pipeline.pipeline
-        it: Iterator[Any] = iter(())
-        first = True
-        for i, step in enumerate(steps):
-            if isinstance(step, StatefulStage) and first:
-                first = False
-                run = step.start(it if i else (), world, position)
-                self.source = run
-                it = run
-            elif i == 0:
-                it = _source_iter(step, world)
-            else:
-                it = apply_stage(step, it, world)
-        return it
-
-    def _cycles(self) -> Iterator[Any]:
-        p = self.pipeline
-        position = self._position
-        while p.repetitions is None or self.cycle < p.repetitions:
-            w = World(**{**vars(self.world), "cycle": self.cycle})
-            empty = True
-            it = self.chain(w, position)
-            try:
-                for sample in it:
-                    empty = False
-                    yield sample
-            finally:
-                _close(it)  # an abandoned run closes its open shards (and pipe: commands) now
-            resumed, position = position is not None, None
-            if empty and not resumed and (p.repetitions is None or p.repetitions > 1):
-                return  # an empty pass would otherwise spin forever
-            if p.repetitions is not None and self.cycle + 1 >= p.repetitions:
-                return  # the last pass: its end position stays the run's state
-            self.cycle += 1
-            self.source = None
-
-    def _items(self) -> Iterator[Any]:
-        self._passes = self._cycles()
-        limit = self.pipeline.nsamples
-        it: Iterator[Any] = self._passes
-        if limit is not None:
-            it = itertools.islice(it, max(0, limit - self.yielded))
-        return self._counted(it)
-
-    def _counted(self, it: Iterator[Any]) -> Iterator[Any]:
-        emit = self.pipeline._emit_state
-        for item in it:
-            self.yielded += 1
-            if emit:
-                yield StatefulItem(item, self.state_dict(), self.pipeline.counters())
-            else:
-                yield item
-
-    def __iter__(self) -> PipelineRun:
-        return self
-
-    def __next__(self) -> Any:
-        if self._it is None:
-            self._it = self._items()
-        token = enter_scope(self.pipeline._counters)  # what this item costs counts here
-        try:
-            return next(self._it)
-        finally:
-            exit_scope(token)
-
-    def state_dict(self) -> dict[str, Any]:
-        """This iteration's position after the last item it handed out."""
-        if self.source is not None:
-            position: dict[str, Any] | None = self.source.state_dict()
-        elif self._position is not None:
-            position = dict(self._position)
-        else:
-            stage = self.pipeline.stateful_source()
-            position = None if stage is None else stage.fresh_state()
-        return resume.worker_state(
-            self.world.epoch, self.world, self.pipeline.seed, position, self.cycle, self.yielded
-        )
-
-    def close(self) -> None:
-        """End the iteration now: open shards close and ``pipe:`` commands stop."""
-        _close(self._it)
-        _close(self._passes)
-
-
-def _close(it: Any) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
 
 
 def add_length_method(obj: Any) -> Any:
