@@ -107,7 +107,11 @@ def log_keys(data: Iterable[Any], logfile: str | None = None) -> Iterator[Any]:
             yield sample
 
 
-def associate(data: Iterable[dict[str, Any]], associator: Any, **kw: Any) -> Iterator[Any]:
+def associate(
+    data: Iterable[dict[str, Any]],
+    associator: Any,
+    **kw: Any,  # noqa: ARG001 - webdataset's signature
+) -> Iterator[Any]:
     """Add fields from ``associator(key)`` or ``associator.get(key, {})`` to each sample."""
     for sample in data:
         if callable(associator):
@@ -267,7 +271,7 @@ class detshuffle(Stage, PipelineStage):
         rng = random.Random(self.seed + self.epoch)
         return _shuffled(iter(src), self.bufsize, min(self.initial, self.bufsize), rng)
 
-    def run(self, src: Iterable[Any]) -> Iterator[Any]:  # type: ignore[override]
+    def run(self, src: Iterable[Any]) -> Iterator[Any]:
         return self(src)
 
 
@@ -281,7 +285,7 @@ class Cached(PipelineStage):
     def __init__(self) -> None:
         self.cached: list[Any] | None = None
 
-    def run(self, source: Iterable[Any]) -> Iterator[Any]:  # type: ignore[override]
+    def run(self, source: Iterable[Any]) -> Iterator[Any]:
         if self.cached is not None:
             yield from self.cached
             return
@@ -326,7 +330,7 @@ class LMDBCached(PipelineStage):
             for index, sample in samples:
                 txn.put(b"%012d" % index, self.pickler.dumps(sample))
 
-    def run(self, source: Iterable[Any]) -> Iterator[Any]:  # type: ignore[override]
+    def run(self, source: Iterable[Any]) -> Iterator[Any]:
         from .security import load_pickle
 
         if self.is_complete():

@@ -114,8 +114,13 @@ class FilterFunction(Stage):
         self.args = args
         self.kw = kw
 
-    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:
-        return self.f(src, *self.args, **self.kw)
+    def apply(
+        self,
+        src: Iterable[Any],
+        world: World,  # noqa: ARG002 - Stage.apply's signature; f gets the caller's world
+    ) -> Iterator[Any]:
+        out: Iterator[Any] = self.f(src, *self.args, **self.kw)
+        return out
 
     def __repr__(self) -> str:
         return f"<{getattr(self.f, '__name__', self.f)} {self.args} {self.kw}>"
@@ -195,7 +200,7 @@ def _shuffle(
     initial: int = 100,
     rng: Any = None,
     seed: int | None = None,
-    handler: Handler | None = None,
+    handler: Handler | None = None,  # noqa: ARG001 - webdataset's signature; shuffling raises nothing
 ) -> Iterator[Any]:
     """Buffer-shuffle ``data`` now (without ``rng`` or ``seed``: seeded by the current world)."""
     return shuffle(bufsize, initial, seed=seed, rng=rng)(data)
@@ -205,21 +210,27 @@ def _select(data: Iterable[Any], predicate: Callable[[Any], bool]) -> Iterator[A
     return select(predicate)(data)
 
 
-def _decode(data: Iterable[Any], *args: Any, handler: Handler = reraise_exception, **kw: Any):
+def _decode(
+    data: Iterable[Any], *args: Any, handler: Handler = reraise_exception, **kw: Any
+) -> Iterator[Any]:
     return decode(*args, handler=handler, **kw)(data)
 
 
-def _map(data: Iterable[Any], f: Callable[[Any], Any], handler: Handler = reraise_exception):
+def _map(
+    data: Iterable[Any], f: Callable[[Any], Any], handler: Handler = reraise_exception
+) -> Iterator[Any]:
     return map(f, handler=handler)(data)
 
 
 def _rename(
     data: Iterable[Any], handler: Handler = reraise_exception, keep: bool = True, **kw: Any
-):
+) -> Iterator[Any]:
     return rename(handler=handler, keep=keep, **kw)(data)
 
 
-def _map_dict(data: Iterable[Any], handler: Handler = reraise_exception, **kw: Any):
+def _map_dict(
+    data: Iterable[Any], handler: Handler = reraise_exception, **kw: Any
+) -> Iterator[Any]:
     return map_dict(handler=handler, **kw)(data)
 
 
@@ -229,13 +240,15 @@ def _to_tuple(
     handler: Handler = reraise_exception,
     missing_is_error: bool = True,
     none_is_error: bool | None = None,
-):
+) -> Iterator[Any]:
     return to_tuple(
         *args, handler=handler, missing_is_error=missing_is_error, none_is_error=none_is_error
     )(data)
 
 
-def _map_tuple(data: Iterable[Any], *args: Any, handler: Handler = reraise_exception):
+def _map_tuple(
+    data: Iterable[Any], *args: Any, handler: Handler = reraise_exception
+) -> Iterator[Any]:
     return map_tuple(*args, handler=handler)(data)
 
 
@@ -244,7 +257,7 @@ def _batched(
     batchsize: int = 20,
     collation_fn: Callable[[list[Any]], Any] | None = default_collation_fn,
     partial: bool = True,
-):
+) -> Iterator[Any]:
     return batched(batchsize, collation_fn=collation_fn, partial=partial)(data)
 
 

@@ -97,7 +97,7 @@ class StatefulStage(Stage):
         return run
 
     def state_dict(self) -> dict[str, Any]:
-        run = self.__dict__.get("_last_run")
+        run: StageRun | None = self.__dict__.get("_last_run")
         if run is not None:
             return run.state_dict()
         staged = self.__dict__.get("_staged")
@@ -138,9 +138,8 @@ def apply_stage(stage: Callable[..., Any], src: Iterable[Any], world: World) -> 
     or any plain ``iterator -> iterator`` callable."""
     if isinstance(stage, Stage):
         return stage.apply(src, world)
-    if isinstance(stage, PipelineStage):
-        return stage.run(src)
-    return stage(src)
+    out: Iterator[Any] = stage.run(src) if isinstance(stage, PipelineStage) else stage(src)
+    return out
 
 
 def handle_error(handler: Handler, exn: BaseException, count: bool = False) -> bool:
@@ -165,7 +164,7 @@ def handled(src: Iterable[Any], fn: Callable[[Any], Any], handler: Handler) -> I
     for item in src:
         try:
             out = fn(item)
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - any error of fn goes to the user's handler
             if handle_error(handler, exn):
                 continue
             return

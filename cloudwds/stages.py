@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .buffers import _shuffled as _shuffled
@@ -48,7 +48,7 @@ class map(Stage):  # noqa: A001 - webdataset's public name
         self.f = f
         self.handler = handler
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         f = self.f
 
         def one(sample: Any) -> Any:
@@ -66,7 +66,7 @@ class select(Stage):
     def __init__(self, predicate: Callable[[Any], bool]):
         self.predicate = predicate
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         return builtins.filter(self.predicate, src)
 
 
@@ -96,12 +96,12 @@ class decode(Stage):
         self.trusted = trusted
         self._decoder = make_decoder(*args, only=only, partial=partial, trusted=trusted)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_decoder")
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         from .codecs import make_decoder
 
         self.__dict__.update(state)
@@ -109,7 +109,7 @@ class decode(Stage):
             *self.args, only=self.only, partial=self.partial, trusted=self.trusted
         )
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         return handled(src, self._decoder, self.handler)
 
 
@@ -148,7 +148,7 @@ class to_tuple(Stage):
         self.missing_is_error = missing_is_error
         self.none_is_error = missing_is_error if none_is_error is None else none_is_error
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         fields = [_alternatives(a) for a in self.args]
         missing_is_error = self.missing_is_error
         none_is_error = self.none_is_error
@@ -174,7 +174,7 @@ class map_tuple(Stage):
         self.fs = fs
         self.handler = handler
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         fs = self.fs
 
         def one(sample: Any) -> tuple[Any, ...]:
@@ -196,7 +196,7 @@ class map_dict(Stage):
         self.fs = fs
         self.handler = handler
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         fs = self.fs
 
         def one(sample: Any) -> dict[str, Any]:
@@ -224,7 +224,7 @@ class rename(Stage):
         self.keep = keep
         self.handler = handler
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         targets = {new: _alternatives(old) for new, old in self.kw.items()}
         replaced = {k for keys in targets.values() for k in keys}
         keep = self.keep
@@ -254,7 +254,7 @@ class rename_keys(Stage):
         self.must_match = must_match
         self.duplicate_is_error = duplicate_is_error
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         import fnmatch
 
         for sample in src:
@@ -293,7 +293,7 @@ class rsample(Stage):
     def __init__(self, p: float = 0.5):
         self.p = p
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:
         rng = world.rng("rsample")
         p = self.p
         return (s for s in src if rng.random() < p)
@@ -305,5 +305,5 @@ class slice(Stage):  # noqa: A001 - webdataset's public name
     def __init__(self, *args: int | None):
         self.args = args
 
-    def apply(self, src, world):
+    def apply(self, src: Iterable[Any], world: World) -> Iterator[Any]:  # noqa: ARG002 - Stage.apply's signature
         return itertools.islice(src, *self.args)
