@@ -518,6 +518,135 @@ def s3_stream_case(ctx: Context) -> Case:
     )
 
 
+# A whole fresh interpreter per measurement, timed from just before it is started to the moment
+# it holds the last sample (CLOCK_MONOTONIC is one clock for every process of the machine), so
+# the interpreter start, every import and the first request count; interpreter teardown does not
+# (``os._exit`` right after the clock, for every variant alike).
+FRESH_HEAD = "import time as _t, os as _os\n"
+FRESH_TAIL = "print('__fresh__', _t.monotonic(), n, flush=True)\n_os._exit(0)\n"
+
+
+def fresh_script(kind: str, urls: list[str], so: dict[str, str]) -> str:
+    """The ``python -c`` program of one ``s3_cold_fresh`` variant (``n`` = samples or bytes)."""
+    if kind == "cloudwds":
+        body = (
+            "import cloudwds\n"
+            f"ds = cloudwds.WebDataset({urls!r}, shardshuffle=False, cache_dir=False,"
+            f" storage_options={so!r})\n"
+            "n = 0\n"
+            "for _ in ds:\n    n += 1\n"
+        )
+    elif kind == "fsspec-cat":
+        body = (
+            "import s3fs\n"
+            f"fs = s3fs.S3FileSystem(**{so!r})\n"
+            "n = 0\n"
+            f"for u in {urls!r}:\n    n += len(fs.cat_file(u))\n"
+        )
+    elif kind == "python":
+        body = "n = 0\n"
+    else:
+        raise ValueError(kind)
+    return FRESH_HEAD + body + FRESH_TAIL
+
+
+def fresh_env(workdir: str) -> dict[str, str]:
+    """Environment of the fresh interpreters: bytecode cached, as after ``pip install``.
+
+    A wheel install compiles every module to ``.pyc``; a development checkout run with
+    ``PYTHONDONTWRITEBYTECODE=1`` (as on this machine) would instead recompile every cloudwds
+    module from source in each new process (~0.1 s) while s3fs, in site-packages, loads its
+    ``.pyc``. Here every variant writes and reads bytecode under one ``PYTHONPYCACHEPREFIX`` in
+    the work directory (never beside the sources), filled by an untimed warm-up run.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
+    return env
+
+
+def run_fresh(
+    script: str, env: dict[str, str] | None = None, python: str | None = None, timeout: float = 600
+) -> Result:
+    """Run ``script`` in a new interpreter; seconds from the start to its ``__fresh__`` line.
+
+    ``cpu_seconds`` is the child's CPU time (``getrusage`` of waited-for children), so it counts
+    the imports and every thread of the child, and nothing of this process.
+    """
+    import resource
+    import subprocess
+    import sys
+
+    def kids() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    c0 = kids()
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [python or sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("__fresh__ ")]
+    if proc.returncode != 0 or not lines:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"fresh process exited {proc.returncode}: {tail}"[:500])
+    _tag, t_end, n = lines[-1].split()
+    return {"seconds": float(t_end) - t0, "cpu_seconds": kids() - c0, "count": int(n)}
+
+
+def s3_cold_fresh_case(ctx: Context) -> Case:
+    """A cold S3 epoch in a fresh process, imports included, vs ``cat_file`` in a fresh process.
+
+    Same objects as ``s3_stream``; no cache. Every measurement is a new ``python -c`` (see
+    :func:`run_fresh`); the ``python`` variant is the interpreter's own start, the floor both
+    pay. ``measure`` times the ``subprocess.run`` (startup and teardown of the child included);
+    the ``seconds`` each run reports replace that with start → last sample.
+    """
+    s = ctx.sets["jpeg"]
+    urls = ctx.s3_urls("jpeg")
+    so = ctx.storage_options
+    env = fresh_env(ctx.workdir)
+    scripts: dict[str, str] = {}
+
+    def variant(name: str, lib: str, kind: str, note: str) -> Variant:
+        scripts[name] = fresh_script(kind, urls, so)
+
+        def run() -> Result:
+            out = run_fresh(scripts[name], env)
+            n = out.pop("count")
+            if kind == "cloudwds" and n != s.samples:
+                raise RuntimeError(f"{n} samples, expected {s.samples}")
+            if kind == "fsspec-cat":
+                return {"bytes": n, **out}
+            return {"samples": n if kind == "cloudwds" else 0, "bytes": 0, **out}
+
+        return Variant(name, lib, run, note=note)
+
+    def prepare() -> None:
+        for script in scripts.values():  # untimed: writes the bytecode every variant then reads
+            run_fresh(script, env)
+
+    variants = [
+        variant("cloudwds", "cloudwds", "cloudwds", "python -c: import, WebDataset, epoch"),
+        variant("fsspec-cat", "limit", "fsspec-cat", "python -c: import s3fs, cat_file each"),
+        variant("python", "limit", "python", "python -c with no work: the interpreter's start"),
+    ]
+    return Case(
+        name="s3_cold_fresh",
+        title="S3 (moto), cold epoch in a fresh process, imports included",
+        dataset="jpeg",
+        variants=variants,
+        samples=s.samples,
+        nbytes=s.nbytes,
+        targets=[Target("cloudwds", "fsspec-cat", 0.9, ">= 90% of fsspec cat_file, fresh process")],
+        prepare=prepare,
+        rss=False,
+    )
+
+
 def _fresh_dir(root: str, holder: list[str]) -> Callable[[], None]:
     def setup() -> None:
         for old in holder:
@@ -954,6 +1083,7 @@ CASE_NAMES = (
     "loader",
     "loader_ceiling",
     "s3_stream",
+    "s3_cold_fresh",
     "s3_cold_cache",
     "s3_warm_cache",
     "ttfs",
@@ -962,7 +1092,15 @@ CASE_NAMES = (
     "indexed_s3",
     "index_build",
 )
-S3_CASES = {"s3_stream", "s3_cold_cache", "s3_warm_cache", "ttfs", "indexed_warm", "indexed_s3"}
+S3_CASES = {
+    "s3_stream",
+    "s3_cold_fresh",
+    "s3_cold_cache",
+    "s3_warm_cache",
+    "ttfs",
+    "indexed_warm",
+    "indexed_s3",
+}
 
 
 def build_case(ctx: Context, name: str) -> Case:
@@ -976,6 +1114,7 @@ def build_case(ctx: Context, name: str) -> Case:
         "loader": lambda: loader_case(ctx),
         "loader_ceiling": lambda: loader_ceiling_case(ctx),
         "s3_stream": lambda: s3_stream_case(ctx),
+        "s3_cold_fresh": lambda: s3_cold_fresh_case(ctx),
         "s3_cold_cache": lambda: s3_cold_case(ctx),
         "s3_warm_cache": lambda: s3_warm_case(ctx),
         "ttfs": lambda: ttfs_case(ctx),
@@ -995,6 +1134,10 @@ def measure(variant: Variant, min_time: float = 0.0) -> Result:
     fast variants are not lost in timer and scheduling noise. ``cpu_seconds`` is the CPU time of
     this process (all its threads, not child processes) over the same runs: for single-process
     cases it is much less sensitive to other load on the machine than wall time.
+
+    A run that times itself returns ``seconds`` (and ``cpu_seconds``) in its result, and those
+    are used instead of the clock around the call: ``s3_cold_fresh`` times a child interpreter
+    from its start to its last sample, ``loader_ceiling`` counts its children's CPU.
     """
     import gc
 
@@ -1009,8 +1152,9 @@ def measure(variant: Variant, min_time: float = 0.0) -> Result:
             c0 = time.process_time()
             t0 = time.perf_counter()
             out = variant.run()
-            total += time.perf_counter() - t0
-            cpu += time.process_time() - c0
+            # a run may time itself (e.g. start -> last sample of a child process) and say so
+            total += out.pop("seconds", time.perf_counter() - t0)
+            cpu += out.pop("cpu_seconds", time.process_time() - c0)
             runs += 1
             if total >= min_time:
                 break
