@@ -101,7 +101,7 @@ _NAMES: dict[str, tuple[str, ...]] = {
         "to_tuple",
         "unbatched",
     ),
-    "storage": ("StorageConfig",),
+    "storage": ("StorageConfig", "register_backend"),
     "tariterators": ("tarfile_samples",),
     "urls": ("expand_urls", "set_rewrites"),
     "utils": ("repeatedly",),
@@ -262,7 +262,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see every name as if imported eage
         to_tuple,
         unbatched,
     )
-    from .storage import StorageConfig
+    from .storage import StorageConfig, register_backend
     from .tariterators import tarfile_samples
     from .urls import expand_urls, set_rewrites
     from .utils import repeatedly
@@ -357,6 +357,7 @@ __all__ = [
     "process_shard",
     "pytorch",
     "pytorch_weights_only",
+    "register_backend",
     "rename",
     "rename_keys",
     "repeatedly",

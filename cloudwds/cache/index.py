@@ -72,7 +72,7 @@ def file_identity(st: os.stat_result) -> tuple[int, int]:
 def _record(key: str, value: Any) -> IndexRecord:
     url, size, last_used, *rest = value
     owner = tuple(rest[0]) if rest and rest[0] is not None else None
-    return IndexRecord(key, url, int(size), float(last_used), owner)  # type: ignore[arg-type]
+    return IndexRecord(key, url, int(size), float(last_used), owner)
 
 
 class CacheIndex:

@@ -16,7 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..storage import StorageConfig
+from ..storage import StorageConfig, object_identities
+from ..storage.identity import local_identity
 
 __all__ = ["COUNTS_VERSION", "shard_counts", "shard_identity"]
 
@@ -47,24 +48,20 @@ def shard_counts(urls: Sequence[str], storage: StorageConfig, index: Any = None)
     return _remembered_counts(list(urls), storage)
 
 
-def shard_identity(url: str) -> dict[str, Any]:
+def shard_identity(url: str, storage: StorageConfig | None = None) -> dict[str, Any]:
     """What identifies a shard's content for remembered counts.
 
     Local files: the absolute path (so relative URLs from different working directories never
     share an entry), size and modification time (so a shard regenerated in place is
-    recounted). Other URLs: the URL itself — object stores would need one metadata request
-    per shard for an ETag, which costs more than the memo saves; write an index
-    (``cloudwds index``) for shards that change in place.
+    recounted). Remote objects, given ``storage``: the URL, size and ETag/generation/last
+    modified time from a listing of its directory
+    (:func:`cloudwds.storage.object_identities`, which lists each directory once for a whole
+    shard list); without ``storage``, or when listing fails, the URL alone.
     """
     local = _local_path(url)
     if local is None:
-        return {"url": url}
-    path = os.path.abspath(local)
-    try:
-        st = os.stat(path)
-    except OSError:  # gone: nothing says it changed (reading it will fail on its own)
-        return {"url": path}
-    return {"url": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return object_identities([url], storage)[0] if storage is not None else {"url": url}
+    return local_identity(local)
 
 
 def _local_path(url: str) -> str | None:
@@ -86,7 +83,7 @@ def _remembered_counts(urls: list[str], storage: StorageConfig) -> list[int]:
     root = os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cloudwds"
     )
-    identities = [shard_identity(u) for u in urls]
+    identities = object_identities(urls, storage)  # one LIST per remote directory
     names = [i["url"] for i in identities]
     digest = hashlib.sha1("\n".join(names).encode()).hexdigest()
     remembered = os.path.join(os.fspath(root), "counts", f"{digest}.json")

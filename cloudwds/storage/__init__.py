@@ -1,6 +1,13 @@
-"""The storage layer: any shard URL → a sequential byte stream, and atomic sinks for writers."""
+"""The storage layer: any shard URL → a sequential byte stream, and atomic sinks for writers.
+
+URLs are resolved once into targets (:mod:`.target`) through a scheme registry
+(:mod:`.registry`, :func:`register_backend`); remote requests share one retry policy
+(:mod:`.retry`).
+"""
 
 from .config import StorageConfig
+from .fs import filesystem
+from .identity import object_identities
 from .opening import (
     OpenedShard,
     Sink,
@@ -11,19 +18,37 @@ from .opening import (
     preload_backends,
     resolve,
 )
-from .remote import RangeReader, RetryPolicy, filesystem
+from .registry import (
+    FsspecBackend,
+    StorageBackend,
+    get_backend,
+    known_schemes,
+    register_backend,
+)
+from .remote import RangeReader
+from .retry import RetryPolicy, classify_error
+from .target import Target, resolve_target
 
 __all__ = [
-    "preload_backends",
+    "FsspecBackend",
     "OpenedShard",
     "RangeReader",
     "RetryPolicy",
     "Sink",
+    "StorageBackend",
     "StorageConfig",
+    "Target",
+    "classify_error",
     "filesystem",
+    "get_backend",
     "is_remote",
+    "known_schemes",
+    "object_identities",
     "open_output",
     "open_shard",
     "prefetch_shard",
+    "preload_backends",
+    "register_backend",
     "resolve",
+    "resolve_target",
 ]

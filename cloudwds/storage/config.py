@@ -15,7 +15,9 @@ from typing import Any
 
 from ..urls import Rewrite, parse_rewrites, rewrites_from_env
 from .ais import parse_use_ais_for
-from .remote import BLOCK_SIZE, READAHEAD, RetryPolicy
+from .remote import BLOCK_SIZE, READAHEAD
+from .retry import RetryPolicy
+from .target import TargetMemo
 
 
 @dataclass
@@ -32,6 +34,8 @@ class StorageConfig:
     readahead: int = READAHEAD
     prefetch: int = 0  # shards fetched ahead into the cache (needs a cache)
     streaming: bool = True  # one streamed GET per shard where the backend supports it
+    # URL → resolved Target, each URL resolved once (cloudwds.storage.target); pickles empty
+    targets: TargetMemo = field(default_factory=TargetMemo, init=False, repr=False, compare=False)
 
     @classmethod
     def resolve(

@@ -64,7 +64,7 @@ class AtomicLocalFile:
         fd, self.temp_path = create_new_file(directory, f".{base}.", ".part")
         self._file = os.fdopen(fd, "wb")
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         return self._file.write(data)
 
     def commit(self) -> None:

@@ -27,7 +27,7 @@ _SIGPIPE_STATUSES = {141, -signal.SIGPIPE}
 class PipeReader:
     """Read the stdout of ``cmd``; raise at EOF if it failed, kill it if closed early."""
 
-    def __init__(self, cmd: str, url: str, bufsize: int = 1 << 20):
+    def __init__(self, cmd: str, url: str, bufsize: int = 1 << 20):  # noqa: ARG002 - kept for callers; reads are unbuffered
         check_pipe_allowed("pipe:" + cmd)  # WDS_SECURE=1 refuses every command
         self.url = url
         self.cmd = cmd
@@ -50,7 +50,7 @@ class PipeReader:
             self._finish()
         return data
 
-    def readinto(self, buf) -> int:
+    def readinto(self, buf: bytearray | memoryview) -> int:
         if self._done:
             return 0
         n = self._stdout.readinto(buf)  # type: ignore[attr-defined]
@@ -89,7 +89,7 @@ class PipeReader:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - nothing may escape a finalizer
             pass
 
 
@@ -106,7 +106,7 @@ class PipeWriter:
         assert self._proc.stdin is not None
         self._stdin = self._proc.stdin
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         return self._stdin.write(data) or 0
 
     def commit(self) -> None:

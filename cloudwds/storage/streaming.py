@@ -9,8 +9,12 @@ headers, and memory stays bounded by the queue (not the shard). When the connect
 read times out or the body ends short, the producer opens a new GET with ``Range:
 bytes=<offset>-`` and continues from the byte it reached: the consumer sees one gap-free stream.
 
-A backend is a coroutine ``open(fs, path, start) -> (read, close)``; the table below maps fsspec
-filesystem classes to backends. Other filesystems use ranged blocks.
+A streaming back end is a coroutine ``open(fs, path, start) -> (read, close)`` (a
+:data:`StreamOpener`); which one a URL uses is part of its scheme's entry in the registry
+(:mod:`cloudwds.storage.registry`: s3 → :func:`open_s3_stream`, http/https/AIStore →
+:func:`open_http_stream`). Schemes without one use ranged blocks. Retries go through the one
+:class:`~cloudwds.storage.retry.RetryPolicy` (:meth:`~.RetryPolicy.after_failure`), resuming from
+the offset reached.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import fsspec.asyn
 
 from ..errors import StorageError
 from ..stats import COUNTERS
-from .remote import RemoteReader, RetryPolicy, permanent_error
+from .remote import RemoteReader
+from .retry import RetryPolicy
 
 log = logging.getLogger("cloudwds.storage")
 
@@ -36,9 +41,11 @@ QUEUE_CHUNKS = 8  # bytes buffered ahead of the consumer: at most QUEUE_CHUNKS *
 
 ReadFn = Callable[[int], Awaitable[bytes]]
 CloseFn = Callable[[], Any]
+StreamOpener = Callable[[Any, str, int], Awaitable[tuple[ReadFn, CloseFn]]]
+"""``await opener(fs, path, start)`` → ``(read, close)``: a body read from byte ``start``."""
 
 
-async def _open_s3(fs: Any, path: str, start: int) -> tuple[ReadFn, CloseFn]:
+async def open_s3_stream(fs: Any, path: str, start: int) -> tuple[ReadFn, CloseFn]:
     bucket, key, version = fs.split_path(path)
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version:
@@ -50,7 +57,7 @@ async def _open_s3(fs: Any, path: str, start: int) -> tuple[ReadFn, CloseFn]:
     return body.read, body.close
 
 
-async def _open_http(fs: Any, path: str, start: int) -> tuple[ReadFn, CloseFn]:
+async def open_http_stream(fs: Any, path: str, start: int) -> tuple[ReadFn, CloseFn]:
     session = await fs.set_session()
     headers = dict(fs.kwargs.get("headers") or {})
     if start:
@@ -84,21 +91,6 @@ def _http_error(status: int, path: str) -> OSError:
     return HTTPStatusError(status, message)
 
 
-BACKENDS: dict[str, Callable[[Any, str, int], Awaitable[tuple[ReadFn, CloseFn]]]] = {
-    "S3FileSystem": _open_s3,
-    "HTTPFileSystem": _open_http,
-}
-
-
-def backend_for(fs: Any) -> Callable[[Any, str, int], Awaitable[tuple[ReadFn, CloseFn]]] | None:
-    """The streaming backend for this filesystem (by class, including subclasses), or None."""
-    for cls in type(fs).__mro__:
-        backend = BACKENDS.get(cls.__name__)
-        if backend is not None:
-            return backend
-    return None
-
-
 _END = object()
 
 
@@ -109,16 +101,23 @@ class StreamReader(RemoteReader):
     error the next GET starts at ``offset``, so nothing is skipped or repeated.
     """
 
-    def __init__(self, fs: Any, path: str, url: str, size: int, policy: RetryPolicy | None = None):
+    def __init__(
+        self,
+        fs: Any,
+        path: str,
+        url: str,
+        size: int,
+        policy: RetryPolicy | None = None,
+        *,
+        opener: StreamOpener,
+    ):
         self.fs = fs
         self.path = path
         self.url = url
         self.size = size
         self.policy = policy or RetryPolicy()
         self.bytes_read = 0
-        self._backend = backend_for(fs)
-        if self._backend is None:
-            raise TypeError(f"no streaming backend for {type(fs).__name__}")
+        self._backend = opener
         self._queue: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
         self._stop = threading.Event()
         self._cur = b""
@@ -150,7 +149,7 @@ class StreamReader(RemoteReader):
                     self.fs,
                     self.path,
                     offset,
-                    timeout=timeout,  # type: ignore[misc]
+                    timeout=timeout,
                 )
                 while offset < self.size and not self._stop.is_set():
                     chunk = fsspec.asyn.sync(self.fs.loop, read, CHUNK, timeout=timeout)
@@ -162,30 +161,19 @@ class StreamReader(RemoteReader):
                     failures = 0
                     if not self._put(chunk):
                         return
-            except Exception as exn:
-                final = permanent_error("read", self.url, exn)  # the policy of every reader
-                if final is not None:
+            except Exception as exn:  # noqa: BLE001 - each client raises its own types: the policy classifies
+                # dropped connection, timeout, 5xx: resume from offset; else the typed error
+                failures += 1
+                try:
+                    delay = self.policy.after_failure(
+                        f"read at byte {offset}", self.url, exn, failures
+                    )
+                except StorageError as final:
                     self._put(final)
                     return
-                # dropped connection, timeout, 5xx: resume from offset
-                failures += 1
-                if failures > self.policy.retries:
-                    err = StorageError(
-                        f"read failed at byte {offset} after {self.policy.retries} retries: "
-                        f"{type(exn).__name__}: {exn}",
-                        self.url,
-                    )
-                    self._put(err)
-                    return
-                delay = self.policy.backoff * (2 ** (failures - 1))
                 log.info(
-                    "stream of %s broke at byte %d (%s); resuming in %.2fs",
-                    self.url,
-                    offset,
-                    exn,
-                    delay,
+                    "stream of %s broke at byte %d; resuming in %.2fs", self.url, offset, delay
                 )
-                COUNTERS.add("retries")
                 time.sleep(delay)
             finally:
                 if close is not None:
@@ -193,8 +181,8 @@ class StreamReader(RemoteReader):
                         result = close()
                         if asyncio.iscoroutine(result):
                             fsspec.asyn.sync(self.fs.loop, lambda r=result: r, timeout=5)
-                    except Exception:
-                        pass
+                    except Exception as exn:  # noqa: BLE001 - releasing a body that already failed
+                        log.debug("closing the stream of %s failed: %s", self.url, exn)
         self._put(_END)
 
     # -- consumer ------------------------------------------------------------------------
