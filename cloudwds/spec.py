@@ -14,7 +14,7 @@ A spec names shard collections and how much of each to use::
 
 ``WebDataset("train.yaml")`` (or ``.yml``/``.json``, at any URL) reads it through
 :func:`load_spec` and draws its samples from :class:`MixedSource`. This module parses and
-validates; the mixing source lives in :mod:`cloudwds.sources.mixed` (re-exported here).
+validates; the mixing source (how collections are mixed) is :mod:`cloudwds.sources.mixed`.
 
 Semantics (the webdataset README shows the syntax but leaves the meaning open; these are ours):
 
@@ -42,13 +42,6 @@ Semantics (the webdataset README shows the syntax but leaves the meaning open; t
     Unique; it keys the resumable state and is added to each sample as ``__source__``.
 ``resampled`` (default false, or the top-level ``resampled``)
     Draw shards with replacement forever instead of reading each shard once per epoch.
-
-Mixing: each output sample comes from collection ``i`` with probability proportional to its
-effective weight ``weight * scale``, drawn (together with ``scaleprob``) from one RNG derived from
-``(seed, epoch, rank, worker)``. When a collection runs out it leaves the mix and the others
-continue with their weights renormalised, so an epoch uses every (kept) sample of every
-collection; with all collections resampled the mix never ends (use ``.with_epoch(n)``). Each
-collection's shards are split by rank and by worker, as in ``WebDataset``.
 """
 
 from __future__ import annotations
@@ -357,15 +350,11 @@ def _parse_entry(
     extensions = None
     if "extensions" in entry:
         value = entry["extensions"]
-        items: list[str]
-        if isinstance(value, str):
-            items = value.split()
-        elif isinstance(value, list) and all(isinstance(x, str) for x in value):
-            items = [x for item in value for x in item.split()]
-        else:
-            raise fail(
-                "extensions", f"must be a string like 'jpg;png cls' or a list, got {value!r}"
-            )
+        strings = isinstance(value, list) and all(isinstance(x, str) for x in value)
+        words = " ".join(value) if strings else value
+        if not isinstance(words, str):
+            raise fail("extensions", f"must be a string like 'jpg;png cls' or a list: {value!r}")
+        items = words.split()
         parsed = tuple(
             tuple(a.strip().lstrip(".").lower() for a in item.split(";") if a.strip())
             for item in items
@@ -402,10 +391,7 @@ def _is_number(x: Any) -> bool:
 
 
 def __getattr__(name: str) -> Any:
-    """``cloudwds.spec.MixedSource`` (and ``STATE_VERSION``), imported on first use.
-
-    Lazy because :mod:`cloudwds.sources.mixed` imports this module for the spec types.
-    """
+    """``MixedSource``, ``STATE_VERSION``: lazily, as :mod:`.sources.mixed` imports this module."""
     if name in ("MixedSource", "STATE_VERSION"):
         from .sources import mixed
 

@@ -4,6 +4,13 @@ The spec's format and meaning are in :mod:`cloudwds.spec` (which parses and vali
 re-exports :class:`MixedSource`). Each collection is read through the same shard chain
 :class:`~cloudwds.dataset.WebDataset` builds (:func:`~cloudwds.sources.chain.shard_stages`)
 and the same tar reader, with the collection's own seed derived from the pipeline's.
+
+Mixing: each output sample comes from collection ``i`` with probability proportional to its
+effective weight ``weight * scale``, drawn (together with ``scaleprob``) from one RNG derived from
+``(seed, epoch, rank, worker)``. When a collection runs out it leaves the mix and the others
+continue with their weights renormalised, so an epoch uses every (kept) sample of every
+collection; with all collections resampled the mix never ends (use ``.with_epoch(n)``). Each
+collection's shards are split by rank and by worker, as in ``WebDataset``.
 """
 
 from __future__ import annotations
