@@ -186,3 +186,10 @@ def test_a_gone_shard_fails_as_without_offsets(shards):
     resumed.load_state_dict(state)
     with pytest.raises(ShardNotFoundError, match="shard-000001.tar"):
         list(resumed)
+
+
+def test_resume_with_two_dataloader_workers_gives_the_rest(shards):
+    from resume_check import check_resume
+
+    reference = check_resume(lambda: make(shards.paths, 1), [3, 7, 11], num_workers=2)
+    assert sorted(reference) == sorted(k for keys in shards.keys for k in keys)
