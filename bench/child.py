@@ -25,20 +25,23 @@ def _status_kb(field: str) -> int:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
-    from .cases import Context, build_case, measure
+    from .cases import S3_CASES, Context, build_case, measure
 
     ctx = Context(quick=spec["quick"], workdir=spec["workdir"], endpoint=spec.get("endpoint"))
     case = build_case(ctx, spec["case"])
     variant = next(v for v in case.variants if v.name == spec["variant"])
+    remote = bool(ctx.endpoint) and (case.name in S3_CASES or case.name == "rss")
     if variant.lib == "cloudwds":
         import cloudwds  # noqa: F401
 
-        if ctx.endpoint:
+        if remote:
             import s3fs  # noqa: F401
     elif variant.lib == "webdataset":
         import webdataset  # noqa: F401
-    elif ctx.endpoint:
+    elif remote:
         import s3fs  # noqa: F401
+    if case.child_warmup:
+        measure(variant)  # untimed: imports, first-use caches, the allocator's steady state
     base = _status_kb("VmRSS")
     out = measure(variant)
     out["rss_base_kb"] = base

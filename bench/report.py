@@ -137,6 +137,7 @@ CPU_COMPARABLE = {
     "raw_large",
     "decode_rgb",
     "decode_rgb8",
+    "decode_rgb8_shared",
     "shuffle",
     "s3_warm_cache",
 }
@@ -306,7 +307,7 @@ def _case_table(data: Data, name: str) -> list[str]:
 def _checks_text(data: Data, name: str) -> list[str]:
     """decode_rgb8: whether every decoded image equalled bare Pillow's (checked untimed)."""
     st = data.stats.get(name, {}).get("cloudwds")
-    if name != "decode_rgb8" or st is None or "pixels_identical" not in st.checks:
+    if not name.startswith("decode_rgb8") or st is None or "pixels_identical" not in st.checks:
         return []
     c = st.checks
     same = {True: "yes", False: "**NO**", None: "not checked"}[c["pixels_identical"]]
