@@ -380,6 +380,12 @@ def _small_pipelines(root):
         ).shuffle(3),
         "resampled": lambda: wds.WebDataset(small.paths, resampled=True, seed=3).with_epoch(7),
         "mixed-spec": lambda: wds.WebDataset(str(spec), seed=3),
+        "mixed-spec-resampled": lambda: wds.WebDataset(
+            str(spec), resampled=True, seed=3
+        ).with_epoch(9),
+        "exact-with_epoch": lambda: wds.WebDataset(
+            small.paths, exact_epoch=True, seed=3
+        ).with_epoch(13),
         "with_epoch": lambda: wds.WebDataset(small.paths, shardshuffle=True, seed=3).with_epoch(13),
         "repeat": lambda: wds.WebDataset(small.paths, seed=3).repeat(2).map(_tag),
     }
@@ -391,6 +397,8 @@ SMALL_MODES = [
     "exact-shuffle-window",
     "resampled",
     "mixed-spec",
+    "mixed-spec-resampled",
+    "exact-with_epoch",
     "with_epoch",
     "repeat",
 ]

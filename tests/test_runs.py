@@ -29,7 +29,30 @@ def exact_mode(data, seed=5):
     return wds.WebDataset(data.paths, exact_epoch=True, seed=seed).shuffle(8)
 
 
-MODES = {"default": default_mode, "exact": exact_mode}
+def spec_mode(data, seed=5):
+    """A dataset spec mixing two collections (its MixedSource run owns the mixing position)."""
+    spec = os.path.join(os.path.dirname(data.paths[0]), "mix.yaml")
+    with open(spec, "w") as f:
+        f.write(
+            "dataset:\n"
+            "  - shards: sh-{00..03}.tar\n"
+            "    weight: 1\n"
+            "  - shards: sh-{04..07}.tar\n"
+            "    weight: 2\n"
+        )
+    return wds.WebDataset(spec, seed=seed)
+
+
+def resampled_mode(data, seed=5):
+    return wds.WebDataset(data.paths, resampled=True, seed=seed).with_epoch(60)
+
+
+MODES = {
+    "default": default_mode,
+    "exact": exact_mode,
+    "mixed-spec": spec_mode,
+    "resampled": resampled_mode,
+}
 
 
 def keys(samples):
