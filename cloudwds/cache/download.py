@@ -14,7 +14,7 @@ wait only for bytes not yet written. Hence:
   or evicting in the background (the chosen behaviour for early close);
 * a full disk (``ENOSPC``, ``EDQUOT``, or ``EFBIG`` from a file-size limit) never fails the
   read: the temp file goes, one warning names the URL, and the readers continue from the same
-  byte with the remote stream itself (see :class:`_Relay`).
+  byte with the remote stream itself (see :class:`Relay`).
 
 States of one cache entry (one final path)::
 
@@ -50,15 +50,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from ..errors import StorageError
 from .index import file_identity
 from .locks import ShardLock, track_fd_owner
-from .tempfiles import make_temp_path
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+from .readers import (
+    READ_BUFFER,
+    Relay,
+    TailReader,
+    close_quietly,
+    expected_size,
+    passthrough,
+    skip_bytes,
+)
+from .tempfiles import fsync_dir, make_temp_path
 
 __all__ = ["CHUNK_SIZE", "DISK_FULL", "Download", "Outcome", "passthrough"]
 
@@ -66,8 +72,6 @@ log = logging.getLogger("cloudwds.cache")
 
 CHUNK_SIZE = 256 * 1024
 """Bytes asked of the remote stream per read: small enough that the first sample comes quickly."""
-
-READ_BUFFER = 1 << 20
 
 TAIL_GRACE = 1 << 20
 """A download whose last reader closes with at most this much left to fetch is finished, not
@@ -90,28 +94,6 @@ class Outcome(enum.Enum):
     UNCACHEABLE = "uncacheable"  # larger than the budget, the disk filled up, or not indexable
     FAILED = "failed"
     CANCELLED = "cancelled"  # nobody wanted it any more (readers closed, prefetch group closed)
-
-
-class _Relay:
-    """The rest of a shard after the disk filled up: bytes read but not written, then the stream.
-
-    The first reader to reach the end of the file takes it over (and closes the stream when it
-    closes); a reader that arrives later, or at another position, fetches its own copy.
-    """
-
-    def __init__(self, stream: BinaryIO, leftover: bytes, pos: int):
-        self.stream: BinaryIO | None = stream
-        self.leftover = leftover
-        self.pos = pos
-        self.owner: object | None = None
-        self.mu = threading.Lock()
-
-    def close(self) -> None:
-        with self.mu:
-            stream, self.stream = self.stream, None
-            self.owner = self  # nobody can take it over any more
-        if stream is not None:
-            _close_quietly(stream)
 
 
 class Download:
@@ -163,11 +145,11 @@ class Download:
         self._finished = False
         self._cancelled = False
         self._committing = False
-        self._relay: _Relay | None = None
+        self._relay: Relay | None = None
         self._stopped_early = False  # the file ends before the data does (disk full)
         self._readers = 0
         self._keepers = 1 if kept else 0
-        self._expected = _expected_size(stream)
+        self._expected = expected_size(stream)
         self._done = threading.Event()
         os.makedirs(os.path.dirname(final_path), exist_ok=True)
         self._temp_path: str | None = make_temp_path(final_path)
@@ -249,7 +231,7 @@ class Download:
         finally:
             self.seconds = time.monotonic() - start
             if not handed_over:
-                _close_quietly(self._stream)
+                close_quietly(self._stream)
             _safely(self._on_finished, self)  # before readers see the end: stats are settled
             with self._cond:
                 self._finished = True
@@ -313,7 +295,7 @@ class Download:
             self._unlink_temp()
             self._stopped_early = True
             if self._readers > 0 and not self._cancelled:
-                self._relay = _Relay(self._stream, leftover, self.written)
+                self._relay = Relay(self._stream, leftover, self.written)
             self._cond.notify_all()
         self._lock.release()  # others need not wait: nothing will be published
 
@@ -336,7 +318,7 @@ class Download:
         if self._on_commit is not None:
             try:
                 self._on_commit(self, identity)
-            except Exception as exn:
+            except Exception as exn:  # noqa: BLE001 - any index failure only means "not cached"
                 log.warning(
                     "cannot record %s in the cache index (%s): not caching it", self.url, exn
                 )
@@ -346,7 +328,7 @@ class Download:
         temp, self._temp_path = self._temp_path, None
         assert temp is not None  # only cancellation clears it, and _committing rules that out
         os.replace(temp, self.final_path)
-        _fsync_dir(os.path.dirname(self.final_path))
+        fsync_dir(os.path.dirname(self.final_path))
         return True
 
     def _give_up_caching(self) -> None:
@@ -375,7 +357,7 @@ class Download:
                 return None
             fd = os.dup(self._fd)
             self._readers += 1
-        raw = _TailReader(self, fd)
+        raw = TailReader(self, fd)
         track_fd_owner(raw)
         return io.BufferedReader(raw, buffer_size=READ_BUFFER)
 
@@ -418,9 +400,9 @@ class Download:
             raise StorageError(f"the cache could not keep this shard after byte {pos}", self.url)
         stream = self._fetch()
         try:
-            _skip(stream, pos, self.url)
+            skip_bytes(stream, pos, self.url)
         except BaseException:
-            _close_quietly(stream)
+            close_quietly(stream)
             raise
         return stream
 
@@ -433,142 +415,6 @@ class Download:
             os.close(self._fd)
         self._fd = -1
         self._cond = threading.Condition()
-
-
-class _TailReader(io.RawIOBase):
-    """Reads a :class:`Download`'s file through its own descriptor, waiting for the writer.
-
-    Past the end of a file that stopped growing (disk full) it reads the relay, or a stream of
-    its own from the remote, from the same byte on.
-    """
-
-    def __init__(self, download: Download, fd: int):
-        super().__init__()
-        self._download = download
-        self._fd = fd
-        self._pos = 0
-        self._own: BinaryIO | None = None
-
-    @property
-    def name(self) -> str:
-        return self._download.url
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        if self._fd < 0:
-            raise ValueError("I/O operation on closed file")
-        view = memoryview(buffer).cast("B")
-        if not len(view):
-            return 0
-        if self._own is None:
-            available = self._download.wait_for(self._pos)
-            if available == 0:
-                return 0
-            if available > 0:
-                n = os.preadv(self._fd, [view[: min(len(view), available)]], self._pos)
-                self._pos += n
-                return n
-            data = self._download.relay_read(self, self._pos, len(view))
-            if data is None:
-                self._own = self._download.refetch(self._pos)
-        if self._own is not None:
-            data = self._own.read(len(view))
-        assert data is not None
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)  # the pin lasts while others hold copies
-            own, self._own = self._own, None
-            if own is not None:
-                _close_quietly(own)
-            relay = self._download._relay
-            if relay is not None and relay.owner is self:
-                relay.close()
-            self._download._release_reader()  # the last reader out cancels an unfinished copy
-        super().close()
-
-    def _forget_fd_after_fork(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
-
-
-class _Passthrough(io.RawIOBase):
-    """Adapts a bare fetched stream (only ``read``/``close`` promised) to a buffered file."""
-
-    def __init__(self, stream: BinaryIO, name: str):
-        super().__init__()
-        self._stream = stream
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self._stream.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._stream.close()
-            finally:
-                super().close()
-
-
-def passthrough(stream: BinaryIO, url: str) -> BinaryIO:
-    """Serve ``stream`` uncached, with the same file interface as a cached shard."""
-    return io.BufferedReader(_Passthrough(stream, url), buffer_size=READ_BUFFER)
-
-
-def _expected_size(stream: object) -> int | None:
-    """The length the remote announced (fsspec files have ``.size``), if any."""
-    size = getattr(stream, "size", None)
-    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-        return size
-    return None
-
-
-def _skip(stream: BinaryIO, n: int, url: str) -> None:
-    """Read and drop the first ``n`` bytes of ``stream`` (the remote streams cannot seek)."""
-    while n > 0:
-        chunk = stream.read(min(n, CHUNK_SIZE))
-        if not chunk:
-            raise StorageError(f"stream ended before byte {n} while resuming", url)
-        n -= len(chunk)
-
-
-def _close_quietly(stream: object) -> None:
-    try:
-        stream.close()  # type: ignore[attr-defined]
-    except Exception as exn:
-        log.debug("closing a remote stream failed: %s", exn)
-
-
-def _fsync_dir(path: str) -> None:
-    """Make the rename durable (a crash must not resurrect the temp name or lose the final one)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _safely(callback: Callable[[Download], None], download: Download) -> None:

@@ -21,7 +21,15 @@ import socket
 import time
 from collections.abc import Iterator
 
-__all__ = ["STALE_AFTER", "TempName", "is_stale", "make_temp_path", "parse_temp_name", "temps_for"]
+__all__ = [
+    "STALE_AFTER",
+    "TempName",
+    "fsync_dir",
+    "is_stale",
+    "make_temp_path",
+    "parse_temp_name",
+    "temps_for",
+]
 
 STALE_AFTER = 3600.0
 """Seconds without modification after which a temp file from a live pid or another host is garbage."""
@@ -94,3 +102,17 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def fsync_dir(path: str) -> None:
+    """Make the rename durable (a crash must not resurrect the temp name or lose the final one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

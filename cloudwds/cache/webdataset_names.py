@@ -107,7 +107,7 @@ class LRUCleanup:
         self.last_run = time.time()
 
 
-def download(url: str, dest: str, chunk_size: int = 1024**2, verbose: bool = False) -> None:
+def download(url: str, dest: str, chunk_size: int = 1024**2, verbose: bool = False) -> None:  # noqa: ARG001 - webdataset's signature
     """Copy ``url`` to the local file ``dest`` (atomically: a temp file renamed at the end)."""
     from ..gopen import gopen
 
@@ -125,7 +125,7 @@ def _opened_items(urls: Iterable[Any], storage: Any, handler: Handler) -> Iterat
         url = item["url"] if isinstance(item, dict) else item
         try:
             opened = open_shard(url, storage)
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - the user's handler decides on any error
             if handler(exn):
                 continue
             return
@@ -161,12 +161,12 @@ class FileCache:
         self,
         cache_dir: str | None = None,
         *,
-        url_to_name: Callable[[str], str] = url_to_cache_name,
-        verbose: bool = False,
-        validator: Any = None,
+        url_to_name: Callable[[str], str] = url_to_cache_name,  # noqa: ARG002 - webdataset's signature
+        verbose: bool = False,  # noqa: ARG002 - webdataset's signature
+        validator: Any = None,  # noqa: ARG002 - webdataset's signature
         handler: Handler = reraise_exception,
         cache_size: int = -1,
-        cache_cleanup_interval: int = 30,
+        cache_cleanup_interval: int = 30,  # noqa: ARG002 - webdataset's signature
     ):
         from ..storage import StorageConfig
 
@@ -184,7 +184,7 @@ def cached_url_opener(
     handler: Handler = reraise_exception,
     cache_dir: str | None = None,
     cache_size: int = -1,
-    **kw: Any,
+    **kw: Any,  # noqa: ARG001 - webdataset's other options, accepted and ignored
 ) -> Iterator[dict[str, Any]]:
     """``url_opener`` through the shard cache in ``cache_dir``."""
     return FileCache(cache_dir, handler=handler, cache_size=cache_size)(data)
