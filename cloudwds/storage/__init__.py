@@ -20,6 +20,7 @@ from .opening import (
 )
 from .registry import (
     FsspecBackend,
+    LocalBackend,
     StorageBackend,
     get_backend,
     known_schemes,
@@ -31,6 +32,7 @@ from .target import Target, resolve_target
 
 __all__ = [
     "FsspecBackend",
+    "LocalBackend",
     "OpenedShard",
     "RangeReader",
     "RetryPolicy",
