@@ -4,6 +4,8 @@ The public face of :mod:`cloudwds.tar`, where the format is implemented by job:
 
 - :mod:`cloudwds.tar.reader` — :func:`iter_members`, the streaming reader (why not
   :mod:`tarfile`, how hostile input is bounded, which member an error names);
+- :mod:`cloudwds.tar.buffered` — a member's bytes out of the stream (shared buffer, direct
+  reads of large members, allocation bounded by the bytes that arrive);
 - :mod:`cloudwds.tar.headers` — numeric and name fields, checksums, pax records, and the
   per-member size limit (:func:`resolve_max_member_size`);
 - :mod:`cloudwds.tar.gzipped` — gzip-compressed shards as a stream, and
@@ -16,6 +18,15 @@ this module before the split is still available under it.
 
 from __future__ import annotations
 
+from .tar.buffered import _DIRECT_READ as _DIRECT_READ
+from .tar.buffered import _READ_AHEAD as _READ_AHEAD
+from .tar.buffered import _READ_PIECE as _READ_PIECE
+from .tar.buffered import _REFILL_AFTER_LARGE as _REFILL_AFTER_LARGE
+from .tar.buffered import _read_exact as _read_exact
+from .tar.buffered import _read_growing as _read_growing
+from .tar.buffered import _refill as _refill
+from .tar.buffered import _skip as _skip
+from .tar.buffered import _take as _take
 from .tar.gzipped import _GZIP_PIECE as _GZIP_PIECE
 from .tar.gzipped import _GzipReader as _GzipReader
 from .tar.gzipped import _maybe_gunzip as _maybe_gunzip
@@ -41,16 +52,7 @@ from .tar.headers import _parse_pax as _parse_pax
 from .tar.headers import _partial_name as _partial_name
 from .tar.headers import _too_large as _too_large
 from .tar.headers import resolve_max_member_size as resolve_max_member_size
-from .tar.reader import _DIRECT_READ as _DIRECT_READ
-from .tar.reader import _READ_AHEAD as _READ_AHEAD
-from .tar.reader import _READ_PIECE as _READ_PIECE
-from .tar.reader import _REFILL_AFTER_LARGE as _REFILL_AFTER_LARGE
 from .tar.reader import _check_after_end as _check_after_end
-from .tar.reader import _read_exact as _read_exact
-from .tar.reader import _read_growing as _read_growing
-from .tar.reader import _refill as _refill
-from .tar.reader import _skip as _skip
-from .tar.reader import _take as _take
 from .tar.reader import iter_members as iter_members
 from .tar.writer import END_OF_ARCHIVE as END_OF_ARCHIVE
 from .tar.writer import TarStreamWriter as TarStreamWriter
