@@ -9,12 +9,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import cloudwds
+from cloudwds.storage import StorageConfig
+from cloudwds.urls import Rewrite
 
 from .servers import Endpoint
 from .shards import ShardSet, make_shards
@@ -165,3 +168,39 @@ def test_set_rewrites_to_another_server_caches_under_the_original_url(
     for name in SHARDS.names:
         assert http_server.get_count(f"{mirror}/train/{name}") == 1
         assert (tmp_path / "s3" / bucket / "train" / name).read_bytes() == SHARDS.data[name]
+
+
+@dataclass(frozen=True)
+class CountingRewrite(Rewrite):
+    """A real rewrite rule that records every URL it is applied to."""
+
+    calls: list[str] = field(default_factory=list, compare=False)
+
+    def apply(self, url: str) -> str | None:
+        self.calls.append(url)
+        return super().apply(url)
+
+
+def test_rewrites_are_applied_once_per_shard_for_two_epochs(
+    s3_server: Endpoint,
+    http_server: Endpoint,
+    s3_shards: tuple[str, list[str], Path],
+    tmp_path: Path,
+) -> None:
+    """Cache + prefetch + open of every shard, twice: each URL goes through the rules once."""
+    bucket, urls, _ = s3_shards
+    mirror = http_server.new_bucket()
+    SHARDS.upload(http_server, f"{mirror}/train")
+    rule = CountingRewrite(f"^s3://{bucket}/", f"{http_server.endpoint}/{mirror}/")
+    storage = StorageConfig.resolve(cache_dir=tmp_path, prefetch=2)
+    storage.rewrites = (rule,)
+    ds = cloudwds.DataPipeline(
+        cloudwds.SimpleShardList(urls, storage=storage), cloudwds.tarfile_to_samples()
+    )
+    for _ in range(2):
+        assert_same(rows(ds), expected_rows(SHARDS, urls))
+    storage.cache.wait()
+    assert sorted(rule.calls) == sorted(urls)  # once per shard, not per is_remote/prefetch/open
+    for name in SHARDS.names:
+        assert http_server.get_count(f"{mirror}/train/{name}") == 1  # second epoch: cache hits
+    storage.cache.close()
