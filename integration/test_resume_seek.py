@@ -129,3 +129,15 @@ def test_cached_resume_reads_the_cached_file_from_the_offset(backend: Backend, t
         rest_offline, source = resume(pattern, manifest, state, kwargs)
     assert rows(rest_offline) == rows(rest)
     assert len(source.seeks) == 1  # the cached file, read from the offset
+
+
+def test_cached_resume_without_an_index_reads_from_the_start(backend: Backend, tmp_path) -> None:
+    base, pattern, manifest = indexed(backend)
+    for name in SHARDS.names:
+        backend.server.fs.rm(backend.server.path_of(f"{base}/{name[:-4]}.idx"))
+    kwargs = {**backend.kwargs, "cache_dir": str(tmp_path / "cache")}
+    reference = rows(exact(pattern, manifest, **backend.kwargs, cache_dir=False))
+    head, state = checkpoint(pattern, manifest, kwargs)
+    rest, source = resume(pattern, manifest, state, kwargs)
+    assert source.seeks == []
+    assert rows(head) + rows(rest) == reference
