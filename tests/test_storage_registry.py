@@ -274,3 +274,21 @@ def test_storage_backend_defaults_are_explicit() -> None:
         base.open_reader(target, StorageConfig())
     with pytest.raises(StorageError, match="cannot write"):
         base.open_sink(target, StorageConfig())
+
+
+def test_back_ends_know_sizes(memory_shards: list[str], tmp_path) -> None:
+    config = StorageConfig()
+    local = tmp_path / "b.tar"
+    local.write_bytes(b"y" * 7)
+    for url, size in [
+        (str(local), 7),
+        (f"file:{local}", 7),
+        (memory_shards[0], len(fsspec.filesystem("memory").cat(memory_shards[0]))),
+        ("pipe:cat b.tar", None),
+        ("-", None),
+    ]:
+        target = resolve_target(url, config)
+        assert target.backend.size(target, config) == size, url
+    gone = resolve_target(memory_shards[0].replace("shard-0", "gone"), config)
+    with pytest.raises(FileNotFoundError):  # ShardNotFoundError, after no retry
+        gone.backend.size(gone, config)

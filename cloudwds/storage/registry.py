@@ -14,11 +14,11 @@ API), and fsspec for ``s3``, ``gs``/``gcs``, ``az``/``abfs``/``abfss``, ``http``
 other scheme fsspec knows (``memory://``, ``hf://``...) falls back to the plain fsspec back end.
 Register your own with :func:`register_backend` (``cloudwds.register_backend``)::
 
-    class Shouting(FsspecBackend):
+    class Loud(FsspecBackend):
         def locate(self, url, config):      # "loud://x" is read from "memory://x"
             return "memory://" + url.split("://", 1)[1], None
 
-    register_backend("loud", Shouting())
+    register_backend("loud", Loud())
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ class StorageBackend:
     """How the URLs of one or more schemes are opened. Subclass it to plug in a store.
 
     Required hook: :meth:`open_reader`. Optional: :meth:`locate` (default: the URL itself, no
-    options), :meth:`open_sink` (default: not writable), :meth:`filesystem` (remote back ends
-    whose objects fsspec can list; used for sizes and identities).
+    options), :meth:`open_sink` (default: not writable), :meth:`size` (default: unknown),
+    :meth:`filesystem` (remote back ends whose objects fsspec can list: object identities for
+    remembered counts, see :mod:`.identity`).
     """
 
     remote: bool = True
@@ -101,6 +102,11 @@ class StorageBackend:
         """A :class:`Sink` that publishes the object on ``commit()`` and leaves nothing on ``abort()``."""
         del config  # not writable: nothing to configure
         raise StorageError(f"{type(self).__name__} cannot write", target.url)
+
+    def size(self, target: Target, config: StorageConfig) -> int | None:
+        """The object's size in bytes, or ``None`` when it cannot be known before reading."""
+        del target, config  # a stream (stdin, a command) has no size before it ends
+        return None
 
     def filesystem(self, target: Target) -> tuple[Any, str]:
         """The fsspec filesystem and path of the object (remote back ends)."""
@@ -144,6 +150,10 @@ class LocalBackend(StorageBackend):
         del config
         return AtomicLocalFile(target.location)
 
+    def size(self, target: Target, config: StorageConfig) -> int | None:
+        del config
+        return os.path.getsize(target.location)
+
 
 class PipeBackend(StorageBackend):
     """``pipe:CMD``: a shell command's stdout (reading) or stdin (writing)."""
@@ -182,6 +192,10 @@ class FsspecBackend(StorageBackend):
 
     def filesystem(self, target: Target) -> tuple[Any, str]:
         return url_to_fs(target.location, target.options)
+
+    def size(self, target: Target, config: StorageConfig) -> int | None:
+        fs, path = self.filesystem(target)
+        return object_size(fs, path, target.url, config.retry)
 
     def open_reader(self, target: Target, config: StorageConfig) -> Any:
         fs, path = self.filesystem(target)
@@ -235,22 +249,26 @@ class AISBackend(FsspecBackend):
 
 
 _FSSPEC = FsspecBackend()
+_LOCAL = LocalBackend()
+_S3 = FsspecBackend(streaming=open_s3_stream)
+_HTTP = FsspecBackend(streaming=open_http_stream)
 _REGISTRY: dict[str, StorageBackend] = {
+    "": _LOCAL,  # a path
     "-": StdioBackend(),
-    "": LocalBackend(),
-    "file": LocalBackend(),
-    "pipe": PipeBackend(),
-    "ais": AISBackend(),
-    "s3": FsspecBackend(streaming=open_s3_stream),
-    "s3a": FsspecBackend(streaming=open_s3_stream),
-    "gs": _FSSPEC,
-    "gcs": _FSSPEC,
-    "az": _FSSPEC,
     "abfs": _FSSPEC,
     "abfss": _FSSPEC,
-    "http": FsspecBackend(streaming=open_http_stream),
-    "https": FsspecBackend(streaming=open_http_stream),
+    "ais": AISBackend(),
+    "az": _FSSPEC,
+    "file": _LOCAL,
+    "gcs": _FSSPEC,
+    "gs": _FSSPEC,
+    "http": _HTTP,
+    "https": _HTTP,
+    "pipe": PipeBackend(),
+    "s3": _S3,
+    "s3a": _S3,
 }
+assert list(_REGISTRY) == sorted(_REGISTRY), "keep the built-in table sorted"
 AIS_ROUTE = AISBackend(routed=True)
 """Reads of cloud URLs whose scheme is in ``USE_AIS_FOR`` (see :func:`.target.resolve_target`)."""
 
