@@ -14,6 +14,7 @@ again. The memo is dropped when a setting a target depends on is replaced on the
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,23 +104,33 @@ def _settings(config: StorageConfig) -> tuple[Any, ...]:
 
 
 class TargetMemo:
-    """A bounded, thread-safe ``url → Target`` memo; pickles empty (targets are cheap to redo)."""
+    """A bounded, thread-safe ``url → Target`` memo; pickles empty (targets are cheap to redo).
+
+    A forked child (a DataLoader worker) starts with a fresh lock, so a lock held by another
+    thread at the moment of the fork cannot block it.
+    """
 
     LIMIT = 1 << 16
 
     def __init__(self) -> None:
+        self._pid = os.getpid()
         self._mu = threading.Lock()
         self._settings: tuple[Any, ...] | None = None
         self._targets: dict[str, Target] = {}
 
+    def _lock(self) -> threading.Lock:
+        if self._pid != os.getpid():
+            self._pid, self._mu = os.getpid(), threading.Lock()
+        return self._mu
+
     def get(self, url: str, settings: tuple[Any, ...]) -> Target | None:
-        with self._mu:
+        with self._lock():
             if self._settings is None or not _same(self._settings, settings):
                 return None
             return self._targets.get(url)
 
     def put(self, url: str, settings: tuple[Any, ...], target: Target) -> None:
-        with self._mu:
+        with self._lock():
             if self._settings is None or not _same(self._settings, settings):
                 self._targets.clear()
                 self._settings = settings
@@ -128,7 +139,7 @@ class TargetMemo:
             self._targets[url] = target
 
     def clear(self) -> None:
-        with self._mu:
+        with self._lock():
             self._targets.clear()
             self._settings = None
 
