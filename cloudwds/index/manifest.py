@@ -1,85 +1,23 @@
-"""The shard index (manifest): per-shard sample counts, sizes and checksums, as one JSON file.
-
-Distributed training needs to know how many samples each shard holds (to size an epoch, to give
-every rank the same number of batches, to skip whole shards when resuming) without reading the
-shards; ``cloudwds verify`` needs checksums to tell a corrupted shard from a good one. Both read
-a manifest built once by :func:`build_index` (``cloudwds index``)::
-
-    {
-      "format": "cloudwds-index",
-      "version": 1,
-      "checksum": "sha256",
-      "num_shards": 2,
-      "total_samples": 20,
-      "total_bytes": 40960,
-      "shards": [
-        {"url": "train-000000.tar", "samples": 10, "bytes": 20480,
-         "sha256": "9f2c...", "members": 20},
-        {"url": "s3://other-bucket/extra.tar", "samples": 10, "bytes": 20480,
-         "sha256": "41d0...", "members": 20}
-      ]
-    }
-
-With offsets (``build_index(..., offsets=True)``, ``cloudwds index`` by default) each entry
-also names the shard's offsets file, DALI's ``wds2idx`` format written next to the shard
-(``"offsets": "train-000000.idx"``, see :mod:`cloudwds.indexed.offsets`), which gives random
-access to its samples (:class:`cloudwds.IndexedWebDataset`); a gzip-compressed shard has none
-and is marked ``"compressed": true`` instead. Both keys are optional: older manifests load.
-
-Shard URLs are stored relative to the manifest's directory when the shard lies under it (so a
-dataset directory can be copied or synced elsewhere with its index), absolute otherwise; they
-are resolved against the manifest's location on load, so :class:`Manifest` always holds URLs
-that can be opened as they are. ``bytes`` and ``sha256`` describe the stored object (the
-compressed bytes of a ``.tar.gz``), ``samples`` is what a reader yields (runs of consecutive
-members with the same key), ``members`` the regular files in the archive.
-
-The default place of a manifest is a file named ``cloudwds-index.json`` in the shards' common
-directory (:func:`default_index_url`); :func:`find_index` looks there.
-
-A manifest is data, possibly served by someone else: its shard URLs go through
-:func:`cloudwds.security.check_data_url` on load, so a ``pipe:`` entry (or a URL with shell
-syntax that a ``pipe:`` rewrite would paste into a command) raises
-:class:`~cloudwds.errors.UnsafeInputError` naming the manifest and the entry, and nothing runs.
-"""
+"""The manifest model: :class:`Manifest` and :class:`ShardInfo`, their JSON form, loading,
+saving and finding a manifest, and the relative/absolute URL rules (see :mod:`cloudwds.index`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import StorageError, UrlError
-from .security import USER, check_data_url
-from .storage import StorageConfig, open_output, open_shard
-from .storage.local import local_path_of
-from .tario import iter_members
-from .urls import Rewrite, expand_urls
-
-if TYPE_CHECKING:
-    from .indexed.offsets import ShardOffsets
-
-__all__ = [
-    "INDEX_NAME",
-    "Manifest",
-    "ManifestError",
-    "ShardInfo",
-    "build_index",
-    "default_index_url",
-    "find_index",
-    "load_index",
-    "scan_shard",
-    "scan_shard_offsets",
-]
+from ..errors import StorageError, UrlError
+from ..security import USER, check_data_url
+from ..storage import StorageConfig, open_output, open_shard
+from ..storage.local import local_path_of
+from ..urls import Rewrite, expand_urls
 
 INDEX_NAME = "cloudwds-index.json"
 FORMAT = "cloudwds-index"
 VERSION = 1
-
-MemberCallback = Callable[[str, bytes], None]
 
 
 class ManifestError(UrlError, ValueError):
@@ -238,191 +176,6 @@ class Manifest:
         if target != "-":
             self.url = target
         return target
-
-
-# ---------------------------------------------------------------------------------------------
-# reading shards
-# ---------------------------------------------------------------------------------------------
-
-
-class _Tally:
-    """Count (and hash) the raw bytes of a stream as the tar reader pulls them through."""
-
-    def __init__(self, stream: Any, algorithm: str | None):
-        self._stream = stream
-        self._hash = hashlib.new(algorithm) if algorithm else None
-        self.nbytes = 0
-        self.head = b""  # the first bytes: gzip magic
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        if data:
-            if self.nbytes < 2:
-                self.head = (self.head + data[:2])[:2]
-            self.nbytes += len(data)
-            if self._hash is not None:
-                self._hash.update(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-    def hexdigest(self) -> str | None:
-        return None if self._hash is None else self._hash.hexdigest()
-
-
-def scan_shard(
-    url: str,
-    storage: StorageConfig | None = None,
-    *,
-    checksum: str | None = "sha256",
-    verify_checksums: bool = False,
-    on_member: MemberCallback | None = None,
-) -> ShardInfo:
-    """Read one shard to its end and return its :class:`ShardInfo`.
-
-    Every byte of the stored object is counted and hashed (including what follows the
-    end-of-archive marker); samples are counted the way readers group them. ``on_member`` sees
-    each regular-file member ``(name, data)`` in order. ``verify_checksums`` checks every tar
-    header's checksum, not only those without the ustar magic. Raises the reader's typed
-    errors (:class:`~cloudwds.errors.TruncatedShardError`, ``TarFormatError``,
-    ``StorageError``), which name the URL and member.
-    """
-    return _scan(url, storage, checksum, verify_checksums, on_member, None)
-
-
-def scan_shard_offsets(
-    url: str,
-    storage: StorageConfig | None = None,
-    *,
-    checksum: str | None = "sha256",
-    verify_checksums: bool = False,
-) -> tuple[ShardInfo, ShardOffsets | None]:
-    """:func:`scan_shard` that also returns the shard's offsets table, in the same single pass.
-
-    The table is ``None`` for a gzip-compressed shard (``info.compressed`` is then true): its
-    offsets would be positions in the decompressed stream, which no ranged read can reach.
-    """
-    offsets: list[tuple[int, int]] = []
-    members: list[tuple[str, int]] = []
-
-    def remember(name: str, data: bytes) -> None:
-        members.append((name, len(data)))
-
-    from .indexed.offsets import ShardOffsets
-
-    info = _scan(url, storage, checksum, verify_checksums, remember, offsets)
-    if info.compressed:
-        return info, None
-    table = ShardOffsets.from_members(
-        url,
-        ((name, data_at, size) for (name, size), (_, data_at) in zip(members, offsets)),
-        shard_size=info.bytes,
-    )
-    return info, table
-
-
-def _scan(
-    url: str,
-    storage: StorageConfig | None,
-    checksum: str | None,
-    verify_checksums: bool,
-    on_member: MemberCallback | None,
-    offsets: list[tuple[int, int]] | None,
-) -> ShardInfo:
-    if checksum not in (None, "sha256"):
-        raise ValueError(f"checksum must be 'sha256' or None, got {checksum!r}")
-    storage = storage or StorageConfig.resolve()
-    with open_shard(url, storage) as opened:
-        tally = _Tally(opened.stream, checksum)
-        samples = members = 0
-        last_key: str | None = None
-        members_iter = iter_members(tally, url, verify_checksums=verify_checksums, offsets=offsets)
-        for name, data in members_iter:
-            members += 1
-            if on_member is not None:
-                on_member(name, data)
-            slash = name.rfind("/")
-            dot = name.find(".", slash + 1)
-            if dot <= slash + 1:
-                continue  # no field: not part of any sample
-            key = name[:dot]
-            if key != last_key:
-                samples += 1
-                last_key = key
-        tally.drain()
-    compressed = tally.head == b"\x1f\x8b"
-    return ShardInfo(url, samples, tally.nbytes, tally.hexdigest(), members, compressed=compressed)
-
-
-def build_index(
-    urls: str | Iterable[str],
-    storage: StorageConfig | None = None,
-    checksum: str | None = "sha256",
-    progress: bool | None = False,
-    workers: int | None = None,
-    offsets: bool = False,
-) -> Manifest:
-    """Read every shard of ``urls`` (brace patterns allowed) and return their :class:`Manifest`.
-
-    Shards are read by ``workers`` threads (default: up to 8); entries keep the order of
-    ``urls``. ``progress`` shows a tqdm bar on stderr (``None``: only on a terminal). The first
-    shard that cannot be read raises its error, naming the URL.
-
-    ``offsets=True`` also writes each shard's offsets file (DALI ``wds2idx``, see
-    :mod:`cloudwds.indexed.offsets`) next to it, on any store, in the same pass, and records
-    its URL in the entry; gzip-compressed shards get ``compressed=True`` and no file.
-    """
-    shard_urls = expand_urls(urls)
-    if not shard_urls:
-        raise ValueError(f"no shard URLs in {urls!r}")
-    storage = storage or StorageConfig.resolve()
-    nworkers = max(1, min(workers or 8, len(shard_urls)))
-    results: list[ShardInfo | None] = [None] * len(shard_urls)
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(shard_urls),
-        unit="shard",
-        desc="index",
-        disable=None if progress is None else not progress,
-    )
-    with bar, ThreadPoolExecutor(nworkers, thread_name_prefix="cloudwds-index") as pool:
-        futures = {
-            pool.submit(_index_one, url, storage, checksum, offsets): i
-            for i, url in enumerate(shard_urls)
-        }
-        try:
-            for future in as_completed(futures):
-                info = future.result()
-                results[futures[future]] = info
-                bar.update(1)
-                bar.set_postfix(samples=sum(r.samples for r in results if r), refresh=False)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-    return Manifest(shards=[r for r in results if r is not None])
-
-
-def _index_one(url: str, storage: StorageConfig, checksum: str | None, offsets: bool) -> ShardInfo:
-    if not offsets:
-        return scan_shard(url, storage, checksum=checksum)
-    from .indexed.offsets import offsets_url
-
-    info, table = scan_shard_offsets(url, storage, checksum=checksum)
-    if table is not None:
-        target = offsets_url(url)
-        sink = open_output(target, storage)
-        try:
-            sink.write(table.to_idx())
-        except BaseException:
-            sink.abort()
-            raise
-        sink.commit()
-        info.offsets = target
-    return info
 
 
 def load_index(
