@@ -6,6 +6,8 @@ functions are module-level (pickled by reference, imported by the workers).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,3 +144,73 @@ def test_own_local_cluster(job: Job) -> None:
     )
     assert sum(r.samples_out for r in results) == sum(SIZES)
     assert job.written() == job.shards.names
+
+
+# -- index on Dask: the same manifest as the threaded build, resumable per shard ----------------
+
+
+def _manifest_doc(manifest: Any, base: str) -> dict[str, Any]:
+    return manifest.to_json(base)
+
+
+def test_index_on_dask_equals_the_single_machine_index(tmp_path: Any, client: Any) -> None:
+    from cloudwds.index import build_index
+    from cloudwds.offline import index_shards
+
+    shards = make_shards(len(SIZES), SIZES, bin_size=64)
+    shards.write_dir(tmp_path / "data")
+    pattern = shards.pattern(str(tmp_path / "data"))
+    single = build_index(pattern, offsets=True, workers=2)
+    idx = {p.name: p.read_bytes() for p in (tmp_path / "data").glob("*.idx")}
+    for p in (tmp_path / "data").glob("*.idx"):
+        p.unlink()
+    job = tmp_path / "job"
+    on_dask = build_index(pattern, offsets=True, client=client, job_dir=str(job))
+    assert on_dask == single  # every entry: counts, sizes, sha256, offsets URL
+    base = str(tmp_path / "data")
+    assert _manifest_doc(on_dask, base) == _manifest_doc(single, base)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data").glob("*.idx")} == idx
+    assert not job.exists()  # parts removed once the manifest is complete
+    # the standalone entry point (its own LocalCluster) saves the manifest where it is told
+    out = index_shards(pattern, offsets=True, workers=1, output=str(tmp_path / "m.json"))
+    assert out == single
+    assert json.loads((tmp_path / "m.json").read_text())["total_samples"] == sum(SIZES)
+
+
+def test_index_on_dask_rerun_reads_only_the_shards_left(
+    s3_server: S3Endpoint, client: Any, tmp_path: Any
+) -> None:
+    """A truncated shard fails the first run; the others are recorded. After the shard is
+    replaced and one part deleted, the re-run reads exactly those two shards (request log)."""
+    from cloudwds.errors import TruncatedShardError
+    from cloudwds.index import build_index
+    from cloudwds.offline import PartStore, part_key
+    from cloudwds.storage import StorageConfig
+
+    shards = make_shards(len(SIZES), SIZES, bin_size=64)
+    bucket = s3_server.new_bucket("idx")
+    shards.upload(s3_server.fs, f"{bucket}/d")
+    urls = shards.urls(s3_server.url(f"{bucket}/d"))
+    storage = StorageConfig.resolve(
+        storage_options=s3_server.storage_options, cache_dir=False, rewrites=""
+    )
+    single = build_index(urls, storage, offsets=True)
+    broken = shards.names[2]
+    s3_server.fs.pipe_file(
+        f"{bucket}/d/{broken}", shards.data[broken][: len(shards.data[broken]) // 2 + 100]
+    )
+    job = str(tmp_path / "job")
+    with pytest.raises(TruncatedShardError) as raised:
+        build_index(urls, storage, offsets=True, client=client, job_dir=job)
+    assert any("1 of 5 shards failed: " + urls[2] in n for n in raised.value.__notes__)
+    parts = PartStore(job, storage)
+    assert set(parts.load()) == {part_key(u) for u in urls if u != urls[2]}
+
+    s3_server.fs.pipe_file(f"{bucket}/d/{broken}", shards.data[broken])  # repaired
+    os.remove(parts.url_of(part_key(urls[0])))  # as if the driver died before recording it
+    s3_server.reset_counts()
+    again = build_index(urls, storage, offsets=True, client=client, job_dir=job)
+    reads = [s3_server.get_count(f"{bucket}/d/{n}") for n in shards.names]
+    assert [r > 0 for r in reads] == [True, False, True, False, False]
+    assert again == single
+    assert not os.path.exists(job)
