@@ -40,6 +40,7 @@ class Variant:
     run: Callable[[], Result]
     setup: Callable[[], None] | None = None  # untimed, before every measurement
     note: str = ""
+    own_process: bool = False  # runs its own interpreter (other libraries' venv): no child warm-up
 
 
 @dataclass
@@ -322,6 +323,11 @@ def decode_rgb8_case(ctx: Context, shared: bool = False) -> Case:
             "(in memory)",
         ),
     ]
+    if not shared:
+        lit = litdata_variant(
+            ctx, "litdata", False, s.samples // len(s.files) * n, n, decode=True, warmup=True
+        )
+        variants += [lit] if lit else []
     if shared:
         return Case(
             name="decode_rgb8_shared",
@@ -536,6 +542,8 @@ def s3_stream_case(ctx: Context) -> Case:
             note="s3fs info + sequential 8 MiB cat_file ranges",
         ),
     ]
+    lit = litdata_variant(ctx, "litdata", True, s.samples)
+    variants += [lit] if lit else []
     return Case(
         name="s3_stream",
         title="S3 (moto), raw iteration, no cache",
@@ -586,11 +594,12 @@ def fresh_env(workdir: str) -> dict[str, str]:
     A wheel install compiles every module to ``.pyc``; a development checkout run with
     ``PYTHONDONTWRITEBYTECODE=1`` (as on this machine) would instead recompile every cloudwds
     module from source in each new process (~0.1 s) while s3fs, in site-packages, loads its
-    ``.pyc``. Here every variant writes and reads bytecode under one ``PYTHONPYCACHEPREFIX`` in
-    the work directory (never beside the sources), filled by an untimed warm-up run.
+    ``.pyc``. Here every variant writes and reads bytecode under one ``PYTHONPYCACHEPREFIX``
+    (``bench/data/pycache``, kept between runs; never beside the sources), filled by an untimed
+    warm-up run.
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(os.path.dirname(workdir), "pycache")
     return env
 
 
@@ -599,8 +608,10 @@ def run_fresh(
 ) -> Result:
     """Run ``script`` in a new interpreter; seconds from the start to its ``__fresh__`` line.
 
-    ``cpu_seconds`` is the child's CPU time (``getrusage`` of waited-for children), so it counts
-    the imports and every thread of the child, and nothing of this process.
+    A program that prints ``__start__ <monotonic> <process_time>`` is timed from there instead
+    (its imports excluded), and its CPU from the process time it prints with ``__fresh__``.
+    Otherwise ``cpu_seconds`` is the child's CPU time (``getrusage`` of waited-for children):
+    the imports and every thread of the child, nothing of this process.
     """
     import resource
     import subprocess
@@ -623,8 +634,72 @@ def run_fresh(
     if proc.returncode != 0 or not lines:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
         raise RuntimeError(f"fresh process exited {proc.returncode}: {tail}"[:500])
-    _tag, t_end, n = lines[-1].split()
-    return {"seconds": float(t_end) - t0, "cpu_seconds": kids() - c0, "count": int(n)}
+    _tag, t_end, n, *cpu_end = lines[-1].split()
+    cpu = kids() - c0
+    # a program that times only its epoch (imports excluded) says when it started, and its
+    # process CPU time (all threads) then and at the end
+    starts = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith("__start__ ")]
+    start = float(starts[-1][1]) if starts else t0
+    if starts and len(starts[-1]) > 2 and cpu_end:
+        cpu = float(cpu_end[0]) - float(starts[-1][2])
+    return {"seconds": float(t_end) - start, "cpu_seconds": cpu, "count": int(n)}
+
+
+def litdata_variant(
+    ctx: Context,
+    name: str,
+    remote: bool,
+    expect: int,
+    shards: int | None = None,
+    decode: bool = False,
+    imports_timed: bool = False,
+    warmup: bool = False,
+) -> Variant | None:
+    """A litdata variant (in its own venv, see :mod:`bench.others`), or None if not installed.
+
+    The data is litdata's own conversion of the same jpeg shards (``others.convert``, once,
+    untimed; its time goes into the results as ``convert_seconds``); from S3 it is uploaded to
+    the same bucket. litdata always reads through its chunk cache: every run starts with an
+    empty one (a cold epoch).
+    """
+    from . import others
+
+    if not others.available("litdata"):
+        return None
+    paths = ctx.sets["jpeg"].paths(shards)
+    local = others.litdata_dir(paths)
+    cache = os.path.join(ctx.workdir, "litdata-cache", name)
+    state: dict[str, Any] = {}
+    env = fresh_env(ctx.workdir)
+
+    def setup() -> None:
+        if "script" in state:
+            return
+        record = others.convert(paths, local)
+        state["convert_seconds"] = record["seconds"]
+        source = others.upload(ctx.s3fs(), local, BUCKET) if remote else local
+        state["script"] = others.litdata_script(
+            source,
+            cache,
+            ctx.storage_options if remote else None,
+            decode=decode,
+            imports_timed=imports_timed,
+            warmup=warmup,
+        )
+
+    def run() -> Result:
+        setup()
+        out = run_fresh(state["script"], env, python=others.PYTHON)
+        n = out.pop("count")
+        if n != expect:
+            raise RuntimeError(f"litdata gave {n} samples, expected {expect}")
+        return {"samples": n, "convert_seconds": state["convert_seconds"], **out}
+
+    note = "litdata.StreamingDataset, own conversion, empty chunk cache"
+    note += ", python -c timed from its start" if imports_timed else ", imports not timed"
+    if decode:
+        note += ", Pillow decode as bare pil-rgb8"
+    return Variant(name, "litdata", run, setup=setup, note=note, own_process=True)
 
 
 def s3_cold_fresh_case(ctx: Context) -> Case:
@@ -658,12 +733,16 @@ def s3_cold_fresh_case(ctx: Context) -> Case:
     def prepare() -> None:
         for script in scripts.values():  # untimed: writes the bytecode every variant then reads
             run_fresh(script, env)
+        if lit is not None:
+            lit.run()
 
     variants = [
         variant("cloudwds", "cloudwds", "cloudwds", "python -c: import, WebDataset, epoch"),
         variant("fsspec-cat", "limit", "fsspec-cat", "python -c: import s3fs, cat_file each"),
         variant("python", "limit", "python", "python -c with no work: the interpreter's start"),
     ]
+    lit = litdata_variant(ctx, "litdata", True, s.samples, imports_timed=True)
+    variants += [lit] if lit else []
     return Case(
         name="s3_cold_fresh",
         title="S3 (moto), cold epoch in a fresh process, imports included",

@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         import webdataset  # noqa: F401
     elif remote:
         import s3fs  # noqa: F401
-    if case.child_warmup:
+    if case.child_warmup and not variant.own_process:
         measure(variant)  # untimed: imports, first-use caches, the allocator's steady state
     base = _status_kb("VmRSS")
     out = measure(variant)
