@@ -102,7 +102,7 @@ def read_shard(
             verify_checksums=verify_checksums,
             on_member=on_member,
         )
-    except Exception as exn:
+    except Exception as exn:  # noqa: BLE001 - every failure of the read is what is reported
         report.error = exn
     return report
 

@@ -2,7 +2,9 @@
 
 Offsets files (DALI ``wds2idx`` format, one ``.idx`` next to each shard) are written by default
 in the same pass: they are what random access (:class:`cloudwds.IndexedWebDataset`) and DALI's
-webdataset reader need. ``--no-offsets`` writes only the manifest.
+webdataset reader need. ``--no-offsets`` writes only the manifest. ``--dask`` reads the shards as per-shard tasks on a
+Dask cluster, recording each finished shard so that a re-run reads only the shards left
+(:func:`cloudwds.offline.index_shards`); the manifest is the same.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import json
 from typing import Any
 
-from ..index import build_index, default_index_url
+from ..index import Manifest, build_index, default_index_url
 from ._common import (
     CommandError,
     default_workers,
@@ -23,6 +25,7 @@ from ._common import (
     storage_from_args,
     write_out,
 )
+from ._dask import add_dask_options, fix_swallowed_url, scheduler_of
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -37,7 +40,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "an offsets file next to it (NAME.idx, DALI's wds2idx format) for random access; "
         "gzip-compressed shards are marked as having none.",
     )
-    p.add_argument("urls", nargs="+", metavar="URL", help="shards or brace patterns")
+    p.add_argument("urls", nargs="*", metavar="URL", help="shards or brace patterns")
     p.add_argument(
         "-o",
         "--output",
@@ -60,10 +63,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=positive_int, default=default_workers(), help="shards read in parallel"
     )
+    add_dask_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    fix_swallowed_url(args)
     storage = storage_from_args(args)
     urls = shard_urls(args.urls)
     output = args.output
@@ -72,18 +77,32 @@ def run(args: argparse.Namespace) -> int:
             output = default_index_url(urls)
         except ValueError as exn:
             raise CommandError(f"{exn}; pass -o MANIFEST") from None
-    manifest = build_index(
-        urls,
-        storage,
-        checksum=None if args.checksum == "none" else args.checksum,
-        progress=False if quiet(args) else None,
-        workers=args.workers,
-        offsets=args.offsets,
-    )
+    checksum = None if args.checksum == "none" else args.checksum
+    show = False if quiet(args) else None
+    manifest: Manifest
+    if args.dask is not None:
+        from ..offline import index_shards
+
+        manifest = index_shards(
+            urls,
+            storage,
+            checksum,
+            args.offsets,
+            workers=args.workers,
+            job_dir=args.job_dir,
+            output=None if output == "-" else output,
+            progress=show,
+            **scheduler_of(args),
+        )
+    else:
+        manifest = build_index(
+            urls, storage, checksum, progress=show, workers=args.workers, offsets=args.offsets
+        )
     if output == "-":
         write_out(json.dumps(manifest.to_json(None), indent=1))
         return 0
-    manifest.save(output, storage)
+    if args.dask is None:
+        manifest.save(output, storage)
     note(
         args,
         f"wrote {output}: {len(manifest.shards)} shards, {manifest.total_samples} samples, "

@@ -6,6 +6,13 @@ lowercased, as every reader sees them. Without ``--shuffle`` the sample order is
 ``--shuffle`` permutes the input shards and passes samples through a shuffle buffer of
 ``--buffer`` samples, deterministically from ``--seed``: a strong local shuffle, not a global
 permutation (that would need the whole dataset in memory).
+
+``--dask`` writes the output shards as one task each. The plan is fixed before anything is
+written — output ``k`` holds samples ``[k*N, (k+1)*N)`` of the inputs in order, ``N`` being
+``--maxcount``, exactly where the sequential writer cuts — from the inputs' sample counts (the
+manifest next to them, else a counting pass on the cluster), so a re-run maps the same inputs
+to the same outputs and skips those already written (outputs are published atomically). Cuts
+by ``--maxsize`` and ``--shuffle`` depend on every sample before them, so they stay sequential.
 """
 
 from __future__ import annotations
@@ -17,22 +24,25 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ..index import find_index
+from ..index import find_index, scan_shard
 from ..samples import Sample, tar_samples
 from ..stages import shuffle
 from ..storage import StorageConfig, open_shard
 from ..world import World
-from ..writer import ShardWriter
+from ..writer import ShardWriter, TarWriter
 from ._common import (
     CommandError,
+    default_workers,
     note,
     parse_size,
     positive_int,
     progress,
+    quiet,
     shard_urls,
     storage_from_args,
     write_out,
 )
+from ._dask import add_dask_options, fix_swallowed_url, scheduler_of
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -45,7 +55,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "shard when the current one holds --maxcount samples or --maxsize bytes. Prints each "
         "new shard and its sample count.",
     )
-    p.add_argument("urls", nargs="+", metavar="URL", help="input shards or brace patterns")
+    p.add_argument("urls", nargs="*", metavar="URL", help="input shards or brace patterns")
     p.add_argument("-o", "--output", required=True, metavar="PATTERN", help="e.g. out-%%06d.tar")
     p.add_argument("--maxcount", type=positive_int, help="samples per output shard")
     p.add_argument("--maxsize", type=parse_size, help="bytes per output shard (e.g. 100M, 1G)")
@@ -60,10 +70,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--start", type=int, default=0, help="number of the first output shard (default 0)"
     )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=default_workers(),
+        help="with --dask and no ADDRESS: worker processes",
+    )
+    add_dask_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    fix_swallowed_url(args)
     if args.maxcount is None and args.maxsize is None:
         raise CommandError("give --maxcount and/or --maxsize")
     try:
@@ -80,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
     manifest = find_index(urls, storage)
     if manifest is not None and manifest.covers(urls):
         total = sum(info.samples for info in map(manifest.get, urls) if info is not None)
+    if args.dask is not None:
+        counts = None
+        if total is not None:
+            assert manifest is not None
+            counts = [info.samples for info in map(manifest.get, urls) if info is not None]
+        return _reshard_on_dask(args, urls, storage, counts)
 
     samples: Iterator[Sample]
     if args.shuffle:
@@ -116,6 +140,106 @@ def run(args: argparse.Namespace) -> int:
     note(
         args,
         f"wrote {len(written)} shards, {writer.total} samples from {len(urls)} input shards",
+    )
+    return 0
+
+
+Piece = tuple[str, int, int]  # input shard URL, first sample, end sample (exclusive)
+
+
+def plan_outputs(
+    urls: list[str], counts: list[int], maxcount: int, pattern: str, start: int = 0
+) -> list[tuple[str, list[Piece]]]:
+    """Output shard URL → the input sample ranges it holds: consecutive runs of ``maxcount``
+    samples of the inputs in order (the last one shorter), numbered from ``start``."""
+    plan: list[tuple[str, list[Piece]]] = []
+    pieces: list[Piece] = []
+    room = maxcount
+    for url, count in zip(urls, counts, strict=True):
+        at = 0
+        while at < count:
+            take = min(room, count - at)
+            pieces.append((url, at, at + take))
+            at += take
+            room -= take
+            if room == 0:
+                plan.append((pattern % (start + len(plan)), pieces))
+                pieces, room = [], maxcount
+    if pieces:
+        plan.append((pattern % (start + len(plan)), pieces))
+    return plan
+
+
+def count_samples(url: str, storage: StorageConfig) -> int:
+    """Samples in one shard, as readers group them (the counting pass's task)."""
+    return scan_shard(url, storage, checksum=None).samples
+
+
+def write_output(output: str, pieces: list[Piece], storage: StorageConfig) -> tuple[int, bool]:
+    """Write one planned output shard; ``(samples, skipped)``. An output that exists is
+    complete (published atomically) and skipped; an input holding fewer samples than planned
+    is an error and leaves no output."""
+    from ..offline import output_exists
+
+    planned = sum(end - first for _, first, end in pieces)
+    if output_exists(output, storage):
+        return planned, True
+    with TarWriter(output, encoder=False, storage=storage) as out:
+        for url, first, end in pieces:
+            with open_shard(url, storage) as opened:
+                got = 0
+                for n, sample in enumerate(tar_samples(opened.stream, url, opened.local_path)):
+                    if n >= end:
+                        break
+                    if n >= first:
+                        out.write(sample)
+                        got += 1
+            if got != end - first:
+                raise ValueError(
+                    f"{url}: {first + got} samples, planned {end} (changed since counted?)"
+                )
+    return planned, False
+
+
+def _reshard_on_dask(
+    args: argparse.Namespace, urls: list[str], storage: StorageConfig, counts: list[int] | None
+) -> int:
+    from ..offline import run_jobs
+
+    if args.shuffle or args.maxsize is not None:
+        raise CommandError(
+            "--dask cuts by --maxcount only, in input order: --shuffle and --maxsize depend on "
+            "every sample before a cut (run them without --dask)"
+        )
+    options: dict[str, Any] = {
+        "workers": args.workers,
+        "progress": False if quiet(args) else None,
+        **scheduler_of(args),
+    }
+    if counts is None:
+        counted = run_jobs(
+            count_samples, [(u, storage) for u in urls], urls, desc="count", **options
+        )
+        counted.raise_failures("cloudwds reshard")
+        counts = [int(c or 0) for c in counted.results]
+    plan = plan_outputs(urls, counts, args.maxcount, args.output, args.start)
+    outcome = run_jobs(
+        write_output,
+        [(out, pieces, storage) for out, pieces in plan],
+        [out for out, _ in plan],
+        desc="reshard",
+        **options,
+    )
+    skipped = 0
+    for (out, _), result in zip(plan, outcome.results, strict=True):
+        if result is not None:
+            write_out(f"{out}\t{result[0]}")
+            skipped += result[1]
+    outcome.raise_failures("cloudwds reshard")
+    note(
+        args,
+        f"wrote {len(plan) - skipped} shards ({skipped} already there), {sum(counts)} samples "
+        f"from {len(urls)} input shards",
     )
     return 0
 

@@ -8,12 +8,20 @@ is listed, and its stored size, sha256, sample and member counts match the entry
 A manifest given by URL is data like any other: a ``pipe:`` entry, or an entry with shell syntax
 that a ``WDS_REWRITE`` to ``pipe:`` would paste into a command, is refused when the manifest is
 loaded (:func:`cloudwds.security.check_data_url`), before any shard is opened.
+
+``--dask`` runs :func:`verify_one` per shard on a Dask cluster. Each shard's verdict is recorded
+in a job directory as it arrives (:class:`cloudwds.offline.PartStore`), so a run that is stopped
+can be re-run and re-verifies only the shards without a clean verdict (missing, failed, or
+changed since); the report is the same as without ``--dask``, and the records are removed once
+every shard has its verdict.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..index import Manifest, ShardInfo, default_index_url, find_index, load_index
@@ -21,14 +29,18 @@ from ..storage import StorageConfig
 from ._common import (
     CommandError,
     default_workers,
+    error_message,
     note,
     per_shard,
     positive_int,
     progress,
+    quiet,
     shard_urls,
     storage_from_args,
     write_out,
 )
+from ._dask import add_dask_options, scheduler_of
+from ._dask import fix_swallowed_url as _fix_swallowed_dask
 from ._scan import ShardReport, read_shard
 
 AUTO = "auto"
@@ -64,11 +76,36 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=positive_int, default=default_workers(), help="shards read in parallel"
     )
+    add_dask_options(p)
     p.set_defaults(func=run)
+
+
+@dataclass
+class Verdict:
+    """One shard's verdict: the samples read and the report lines (none when it is sound)."""
+
+    url: str
+    samples: int
+    lines: list[str] = field(default_factory=list)
+
+
+def verify_one(
+    url: str,
+    storage: StorageConfig,
+    checksum: str | None,
+    decode: bool,
+    entry: ShardInfo | None,
+    with_manifest: bool,
+) -> Verdict:
+    """Read one shard fully and judge it (against its manifest ``entry`` when given); the
+    per-shard task of both the threaded and the Dask path."""
+    report = read_shard(url, storage, checksum=checksum, verify_checksums=True, decode=decode)
+    return Verdict(url, report.samples_readable, _problems(report, entry, with_manifest))
 
 
 def run(args: argparse.Namespace) -> int:
     _fix_swallowed_url(args)
+    _fix_swallowed_dask(args)
     storage = storage_from_args(args)
     if not args.urls and not args.manifest:
         raise CommandError("give shard URLs, or --manifest MANIFEST to verify the shards it lists")
@@ -76,28 +113,34 @@ def run(args: argparse.Namespace) -> int:
     urls = shard_urls(args.urls) if args.urls else [s.url for s in manifest.shards]  # type: ignore[union-attr]
     checksum = "sha256" if manifest is not None else None
 
-    def check(url: str) -> ShardReport:
-        return read_shard(
-            url, storage, checksum=checksum, verify_checksums=True, decode=args.decode
-        )
+    def check(url: str) -> Verdict:
+        entry = manifest.get(url) if manifest is not None else None
+        return verify_one(url, storage, checksum, args.decode, entry, manifest is not None)
 
     problems = 0
     bad_shards = 0
     samples = 0
-    with progress(args, len(urls), "shard", "verify") as bar:
-        for url, report, _ in per_shard(urls, check, args.workers, bar):
-            assert report is not None
-            found = _problems(report, manifest)
-            samples += report.samples_readable
-            if found:
+    verdicts: Iterator[Verdict]
+    bar_args = args if args.dask is None else argparse.Namespace(quiet=True)  # Dask shows its own
+    with progress(bar_args, len(urls), "shard", "verify") as bar:
+        if args.dask is not None:
+            verdicts = iter(_verify_on_dask(args, urls, storage, manifest))
+        else:
+            verdicts = (
+                v or Verdict(u, 0, [error_message(e or RuntimeError("no verdict"))])
+                for u, v, e in per_shard(urls, check, args.workers, bar)
+            )
+        for verdict in verdicts:
+            samples += verdict.samples
+            if verdict.lines:
                 bad_shards += 1
                 bar.clear()
-                for text in found:
+                for text in verdict.lines:
                     if text.startswith(" "):
                         write_out(text)  # an example for the problem above
                     else:
                         problems += 1
-                        write_out(f"FAIL {url}: {text}")
+                        write_out(f"FAIL {verdict.url}: {text}")
     summary = f"verified {len(urls)} shards, {samples} samples{' read' if problems else ''}: "
     if problems:
         summary += f"{problems} problems in {bad_shards} shards"
@@ -139,7 +182,56 @@ def _manifest(args: argparse.Namespace, storage: StorageConfig) -> Manifest | No
     return found
 
 
-def _problems(report: ShardReport, manifest: Manifest | None) -> list[str]:
+def _verify_on_dask(
+    args: argparse.Namespace, urls: list[str], storage: StorageConfig, manifest: Manifest | None
+) -> list[Verdict]:
+    """Every shard's verdict, in input order, from per-shard Dask tasks; clean verdicts of an
+    earlier, interrupted run of the same command are reused while their shard is unchanged."""
+    from ..offline import PartStore, default_job_dir, identity_matches, part_key, run_jobs
+    from ..storage import object_identities
+
+    checksum = "sha256" if manifest is not None else None
+    where = manifest.url if manifest is not None else None
+    parts = PartStore(args.job_dir or default_job_dir("verify", urls, where, args.decode), storage)
+    keys = [part_key(u) for u in urls]
+    found = parts.load(keys)
+    identities = object_identities(urls, storage)
+    verdicts: list[Verdict | None] = [None] * len(urls)
+    for i, url in enumerate(urls):
+        part = found.get(keys[i])
+        if part is None or part.get("url") != url or part.get("lines"):
+            continue  # never verified, or with problems: verify again
+        if identity_matches(part.get("identity"), identities[i]):
+            verdicts[i] = Verdict(url, int(part["samples"]))
+    todo = [i for i, v in enumerate(verdicts) if v is None]
+
+    def publish(k: int, verdict: Verdict) -> None:
+        i = todo[k]
+        verdicts[i] = verdict
+        doc = {"url": verdict.url, "identity": identities[i], "samples": verdict.samples}
+        parts.write(keys[i], {**doc, "lines": verdict.lines})
+
+    calls = []
+    for i in todo:
+        entry = manifest.get(urls[i]) if manifest is not None else None
+        calls.append((urls[i], storage, checksum, args.decode, entry, manifest is not None))
+    outcome = run_jobs(
+        verify_one,
+        calls,
+        [urls[i] for i in todo],
+        workers=args.workers,
+        progress=False if quiet(args) else None,
+        desc="verify",
+        on_result=publish,
+        **scheduler_of(args),
+    )
+    for k, exn in outcome.failures.items():  # the task itself died (e.g. its worker)
+        verdicts[todo[k]] = Verdict(urls[todo[k]], 0, [error_message(exn)])
+    parts.remove()
+    return [v for v in verdicts if v is not None]
+
+
+def _problems(report: ShardReport, entry: ShardInfo | None, with_manifest: bool) -> list[str]:
     out = []
     if report.error is not None:
         readable = report.samples_readable
@@ -157,8 +249,7 @@ def _problems(report: ShardReport, manifest: Manifest | None) -> list[str]:
         out.append(f"{report.split_keys} non-adjacent duplicate keys")
     if report.duplicate_fields or report.split_keys:
         out.extend(f"  e.g. {e}" for e in report.examples)
-    if manifest is not None:
-        entry = manifest.get(report.url)
+    if with_manifest:
         if entry is None:
             out.append("not listed in the manifest")
         elif report.info is not None:
