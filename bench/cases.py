@@ -449,6 +449,7 @@ def loader_ceiling_case(ctx: Context) -> Case:
     paths = s.paths()
     paths = paths[: len(paths) - len(paths) % 2]  # an even split over 2 workers / 2 copies
     halves = [paths[0::2], paths[1::2]]
+    per_shard = s.samples // len(s.files)
 
     def one_process() -> int:
         return _epoch_count(_rgb8_pipeline(paths))
@@ -489,6 +490,8 @@ def loader_ceiling_case(ctx: Context) -> Case:
             note="shared_batches=True",
         ),
     ]
+    lit = litdata_variant(ctx, "litdata", False, len(paths) * per_shard, len(paths), loader=True)
+    variants += [lit] if lit else []
     return Case(
         name="loader_ceiling",
         title='WebLoader(2 workers) vs the 2-core ceiling: decode("rgb8"), to_tuple, batched(64)',
@@ -654,6 +657,7 @@ def litdata_variant(
     decode: bool = False,
     imports_timed: bool = False,
     warmup: bool = False,
+    loader: bool = False,
 ) -> Variant | None:
     """A litdata variant (in its own venv, see :mod:`bench.others`), or None if not installed.
 
@@ -685,6 +689,7 @@ def litdata_variant(
             decode=decode,
             imports_timed=imports_timed,
             warmup=warmup,
+            loader=loader,
         )
 
     def run() -> Result:
@@ -699,6 +704,8 @@ def litdata_variant(
     note += ", python -c timed from its start" if imports_timed else ", imports not timed"
     if decode:
         note += ", Pillow decode as bare pil-rgb8"
+    if loader:
+        note += ", StreamingDataLoader(batch_size=64, num_workers=2), Pillow rgb8 transform"
     return Variant(name, "litdata", run, setup=setup, note=note, own_process=True)
 
 

@@ -115,12 +115,17 @@ def litdata_script(
     decode: bool = False,
     imports_timed: bool = False,
     warmup: bool = False,
+    loader: bool = False,
 ) -> str:
     """``python -c`` program: one litdata epoch, ``n`` = samples.
 
     ``decode``: each ``jpg`` to uint8 H W C with bare Pillow (litdata keeps what was written:
     the encoded bytes). ``imports_timed``: the clock is the process start (no ``__start__``
-    line), else it starts after the imports. ``warmup``: one untimed epoch first.
+    line), else it starts after the imports (CPU then: user + system of the process and its
+    waited-for children, from ``os.times``). ``warmup``: one untimed epoch first. ``loader``:
+    ``StreamingDataLoader(batch_size=64, num_workers=2)`` over the dataset with a per-sample
+    transform decoding ``jpg`` as bare Pillow does (uint8 H W C) and keeping ``cls``; ``n``
+    counts the samples of every batch, worker start included.
     """
     opts = ""
     if storage_options:
@@ -139,6 +144,13 @@ def litdata_script(
         "import time as _t, os as _os, io, shutil",
         "import litdata",
     ]
+    if loader:
+        lines += [
+            "import numpy as np",
+            "from PIL import Image",
+            "def rgb8(s):",
+            "    return np.asarray(Image.open(io.BytesIO(s['jpg'])).convert('RGB')), s['cls']",
+        ]
     if storage_options and storage_options["endpoint_url"].startswith("http://"):
         # litdata's S3 downloads go through obstore, which refuses plain http unless told; the
         # loopback endpoint is http (a real S3 endpoint is https and needs none of this)
@@ -151,19 +163,25 @@ def litdata_script(
     lines += [
         "def epoch(cache):",
         "    shutil.rmtree(cache, ignore_errors=True)",
-        f"    ds = litdata.StreamingDataset({input_dir!r}, cache_dir=cache{opts})",
+        f"    ds = litdata.StreamingDataset({input_dir!r}, cache_dir=cache{opts}"
+        + (", transform=rgb8)" if loader else ")"),
         "    n = 0",
-        "    for s in ds:",
-        "    " + use.rstrip("\n"),
-        "        n += 1",
-        "    return n",
     ]
+    if loader:
+        lines += [
+            "    for images, _labels in litdata.StreamingDataLoader(ds, batch_size=64, "
+            "num_workers=2):",
+            "        n += len(images)",
+        ]
+    else:
+        lines += ["    for s in ds:", "    " + use.rstrip("\n"), "        n += 1"]
+    lines.append("    return n")
     if warmup:
         lines.append(f"epoch({cache_dir!r} + '-warm')")
     if not imports_timed:
-        lines.append("print('__start__', _t.monotonic(), _t.process_time(), flush=True)")
+        lines.append("print('__start__', _t.monotonic(), sum(_os.times()[:4]), flush=True)")
     lines.append(f"n = epoch({cache_dir!r})")
-    lines.append("print('__fresh__', _t.monotonic(), n, _t.process_time(), flush=True)")
+    lines.append("print('__fresh__', _t.monotonic(), n, sum(_os.times()[:4]), flush=True)")
     lines.append(f"shutil.rmtree({cache_dir!r}, ignore_errors=True)")
     lines.append(f"shutil.rmtree({cache_dir!r} + '-warm', ignore_errors=True)")
     lines.append("_os._exit(0)")
