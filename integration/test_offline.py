@@ -214,3 +214,78 @@ def test_index_on_dask_rerun_reads_only_the_shards_left(
     assert [r > 0 for r in reads] == [True, False, True, False, False]
     assert again == single
     assert not os.path.exists(job)
+
+
+# -- the commands with --dask ADDRESS (the module's cluster) give the single-machine results ----
+
+
+def _cli(argv: list[str], capsys: Any) -> tuple[int, str]:
+    from cloudwds.cli import main
+
+    code = main(argv)
+    return code, capsys.readouterr().out
+
+
+def test_cli_verify_on_dask_reports_what_the_threaded_verify_reports(
+    tmp_path: Any, client: Any, capsys: Any
+) -> None:
+    shards = make_shards(len(SIZES), SIZES, bin_size=64)
+    shards.write_dir(tmp_path / "d")
+    pattern = shards.pattern(str(tmp_path / "d"))
+    assert _cli(["-q", "index", pattern], capsys)[0] == 0
+    cut = tmp_path / "d" / shards.names[1]
+    cut.write_bytes(shards.data[shards.names[1]][:3000])
+    grown = tmp_path / "d" / shards.names[3]
+    grown.write_bytes(shards.data[shards.names[3]] + bytes(512))  # still reads, but changed
+    address = client.scheduler.address
+    single = _cli(["-q", "verify", "--manifest", "--", pattern], capsys)
+    job = str(tmp_path / "job")
+    on_dask = _cli(
+        ["-q", "verify", pattern, "--manifest", "--dask", address, "--job-dir", job], capsys
+    )
+    assert single == on_dask
+    assert single[0] == 1 and f"FAIL {cut}: TruncatedShardError" in single[1]
+    assert [line.split(": ")[1] for line in single[1].splitlines()] == [
+        "TruncatedShardError",
+        "sha256 mismatch",
+        "size mismatch",
+    ]
+    assert not os.path.exists(job)
+
+
+def test_cli_reshard_on_dask_writes_the_single_machine_outputs(
+    tmp_path: Any, client: Any, capsys: Any
+) -> None:
+    shards = make_shards(len(SIZES), SIZES, bin_size=64)
+    shards.write_dir(tmp_path / "d")
+    pattern = shards.pattern(str(tmp_path / "d"))
+    address = client.scheduler.address
+    one = str(tmp_path / "one-%04d.tar")
+    two = str(tmp_path / "two-%04d.tar")
+    code, single = _cli(["-q", "reshard", pattern, "-o", one, "--maxcount", "5"], capsys)
+    assert code == 0
+    argv = ["-q", "reshard", pattern, "-o", two, "--maxcount", "5", "--dask", address]
+    code, on_dask = _cli(argv, capsys)  # no manifest: a counting pass first
+    assert code == 0
+    assert on_dask.replace("two-", "one-") == single
+    assert [line.split("\t")[1] for line in single.splitlines()] == ["5"] * 6 + ["2"]
+
+    def samples(path: str) -> list[list[tuple[str, bytes]]]:
+        out = []
+        for line in path.splitlines():
+            ds = wds.WebDataset(line.split("\t")[0])
+            out.append([(s["__key__"], s["bin"]) for s in ds])
+        return out
+
+    assert samples(on_dask) == samples(single)
+    # a re-run after losing two outputs writes only those two
+    os.remove(str(tmp_path / "two-0001.tar"))
+    os.remove(str(tmp_path / "two-0006.tar"))
+    before = {p: os.stat(p).st_mtime_ns for p in map(str, tmp_path.glob("two-*.tar"))}
+    assert _cli(argv, capsys)[1] == on_dask
+    after = {p: os.stat(p).st_mtime_ns for p in map(str, tmp_path.glob("two-*.tar"))}
+    assert {p: t for p, t in after.items() if p in before} == before
+    assert sorted(set(after) - set(before)) == [
+        str(tmp_path / "two-0001.tar"),
+        str(tmp_path / "two-0006.tar"),
+    ]
