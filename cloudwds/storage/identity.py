@@ -84,9 +84,13 @@ def object_identities(urls: Sequence[str], config: StorageConfig) -> list[dict[s
 def _listing(fs: Any, parent: str, config: StorageConfig, url: str) -> dict[str, Mapping[str, Any]]:
     """``path → listing entry`` for one directory, fresh (not fsspec's listings cache); ``{}``
     when it cannot be listed."""
+
+    def fresh_listing() -> Any:
+        fs.invalidate_cache(parent)  # s3fs/gcsfs/adlfs keep listings; a stale one hides changes
+        return fs.ls(parent, detail=True)
+
     try:
-        fs.invalidate_cache(parent)
-        entries = config.retry.run("list", url, lambda: fs.ls(parent, detail=True))
+        entries = config.retry.run("list", url, fresh_listing)
     except StorageError as exn:
         log.debug("cannot list %s (%s): identities fall back to URLs", parent, exn)
         return {}
