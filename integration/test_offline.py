@@ -278,6 +278,11 @@ def test_cli_reshard_on_dask_writes_the_single_machine_outputs(
         return out
 
     assert samples(on_dask) == samples(single)
+    # with a manifest and offsets: no counting pass, and pieces inside a shard are seeked to
+    assert _cli(["-q", "index", pattern], capsys)[0] == 0
+    argv3 = [*argv[:4], str(tmp_path / "three-%04d.tar"), *argv[5:]]
+    code, seeked = _cli(argv3, capsys)
+    assert code == 0 and samples(seeked) == samples(single)
     # a re-run after losing two outputs writes only those two
     os.remove(str(tmp_path / "two-0001.tar"))
     os.remove(str(tmp_path / "two-0006.tar"))

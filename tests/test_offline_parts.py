@@ -43,9 +43,9 @@ def test_identity_and_job_dir_rules(tmp_path, monkeypatch):
 def test_reshard_plan_cuts_where_the_sequential_writer_cuts():
     plan = plan_outputs(["a", "b", "c"], [3, 0, 6], 4, "o-%d", start=7)
     assert plan == [
-        ("o-7", [("a", 0, 3), ("c", 0, 1)]),
-        ("o-8", [("c", 1, 5)]),
-        ("o-9", [("c", 5, 6)]),
+        ("o-7", [("a", 0, 3, 3), ("c", 0, 1, 6)]),
+        ("o-8", [("c", 1, 5, 6)]),
+        ("o-9", [("c", 5, 6, 6)]),
     ]
     assert plan_outputs(["a"], [0], 4, "o-%d") == []
 

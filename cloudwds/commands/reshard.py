@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-Piece = tuple[str, int, int]  # input shard URL, first sample, end sample (exclusive)
+Piece = tuple[str, int, int, int]  # input URL, first sample, end (exclusive), its sample count
 
 
 def plan_outputs(
@@ -159,7 +159,7 @@ def plan_outputs(
         at = 0
         while at < count:
             take = min(room, count - at)
-            pieces.append((url, at, at + take))
+            pieces.append((url, at, at + take, count))
             at += take
             room -= take
             if room == 0:
@@ -181,24 +181,47 @@ def write_output(output: str, pieces: list[Piece], storage: StorageConfig) -> tu
     is an error and leaves no output."""
     from ..offline import output_exists
 
-    planned = sum(end - first for _, first, end in pieces)
+    planned = sum(end - first for _, first, end, _ in pieces)
     if output_exists(output, storage):
         return planned, True
     with TarWriter(output, encoder=False, storage=storage) as out:
-        for url, first, end in pieces:
-            with open_shard(url, storage) as opened:
-                got = 0
-                for n, sample in enumerate(tar_samples(opened.stream, url, opened.local_path)):
-                    if n >= end:
-                        break
-                    if n >= first:
-                        out.write(sample)
-                        got += 1
+        for url, first, end, count in pieces:
+            got = 0
+            for sample in _piece(url, first, end, count, storage):
+                out.write(sample)
+                got += 1
             if got != end - first:
                 raise ValueError(
                     f"{url}: {first + got} samples, planned {end} (changed since counted?)"
                 )
     return planned, False
+
+
+def _piece(url: str, first: int, end: int, count: int, storage: StorageConfig) -> Iterator[Sample]:
+    """Samples ``[first, end)`` of one shard. A piece that starts inside the shard is read from
+    its sample's offset when the shard has a current ``.idx`` (``cloudwds index``), so
+    splitting a large shard into many outputs does not read its beginning once per output."""
+    from ..sources.seek import StaleOffsetsError, open_at_sample
+
+    seeked = open_at_sample(url, storage, first, count) if first > 0 else None
+    if seeked is not None:
+        try:
+            with seeked.opened as opened:
+                n = first
+                for sample in seeked.verified(tar_samples(opened.stream, url, opened.local_path)):
+                    if n >= end:
+                        return
+                    yield sample
+                    n += 1
+                return
+        except StaleOffsetsError:
+            pass  # raised before any sample: read the shard from its start instead
+    with open_shard(url, storage) as opened:
+        for n, sample in enumerate(tar_samples(opened.stream, url, opened.local_path)):
+            if n >= end:
+                return
+            if n >= first:
+                yield sample
 
 
 def _reshard_on_dask(
