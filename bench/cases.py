@@ -81,7 +81,7 @@ class Context:
 
     def __post_init__(self) -> None:
         if not self.sets:
-            self.sets = build_all(self.quick, log=lambda *a: None)
+            self.sets = build_all(self.quick, log=lambda *_a: None)
 
     def to_json(self) -> dict[str, Any]:
         return {"quick": self.quick, "workdir": self.workdir, "endpoint": self.endpoint}
@@ -828,8 +828,8 @@ def s3_warm_case(ctx: Context) -> Case:
             os.makedirs(d, exist_ok=True)
             try:
                 consume(factory())  # the cold epoch that fills the cache
-            except Exception:
-                pass  # the timed runs record the error
+            except Exception:  # noqa: BLE001 - any failure: the timed runs record the error
+                pass
 
     variants = [
         Variant("cloudwds", "cloudwds", _iterate(cw), note="warm cache_dir"),
@@ -1276,6 +1276,6 @@ def measure(variant: Variant, min_time: float = 0.0) -> Result:
             runs += 1
             if total >= min_time:
                 break
-    except Exception as exn:  # recorded in the results; the suite carries on
+    except Exception as exn:  # noqa: BLE001 - recorded in the results; the suite carries on
         return {"error": f"{type(exn).__name__}: {exn}"[:500]}
     return {"seconds": total / runs, "cpu_seconds": cpu / runs, "runs": runs, **out}

@@ -85,7 +85,7 @@ def child(lib: str, directory: str, out: str, memory: int, time_limit: float) ->
             result["status"] = "hang"
         except MemoryError:
             result["status"] = "memory"
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - every other outcome is counted by type
             # cloudwds's source stage wraps errors it does not expect into a bare ShardError
             # ("ShardError: MemoryError: ..."): count those by their cause.
             cause = exn.__cause__ if type(exn).__name__ == "ShardError" else None

@@ -56,7 +56,7 @@ def _git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
         ).stdout.strip()
-    except Exception:
+    except Exception:  # noqa: BLE001 - no git, no repository: the commit is left blank
         return ""
 
 
@@ -116,7 +116,7 @@ def run_case(ctx: Context, case: Case, repeat: int, out: Writer, case_rss: bool 
     if case.prepare is not None:
         try:
             case.prepare()
-        except Exception as exn:
+        except Exception as exn:  # noqa: BLE001 - reported; the variants then record their errors
             print(f"  prepare failed: {type(exn).__name__}: {exn}", flush=True)
     reps = 1 if case.name == "rss" else repeat
     k = len(case.variants)

@@ -84,7 +84,7 @@ class MotoS3:
             try:
                 urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).read()
                 break
-            except Exception:
+            except Exception:  # noqa: BLE001 - not answering yet, whatever the error: retry
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"moto_server did not start; see {self.log_path}") from None

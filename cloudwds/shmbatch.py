@@ -86,7 +86,7 @@ class _Slot:
         import torch
 
         self.index = index
-        self.tensor = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+        self.tensor = torch.empty(nbytes, dtype=torch.uint8).share_memory_()  # type: ignore[no-untyped-call]
         self.array = self.tensor.numpy()
         self.array[0] = FREE
 
@@ -154,7 +154,7 @@ class SharedBatch:
         if getattr(self, "_owned", False):
             try:
                 _release(self.slot.numpy()[:1])
-            except Exception:  # interpreter shutdown: nobody is left to reuse the slot
+            except Exception:  # noqa: BLE001 - interpreter shutdown: nobody is left to reuse the slot
                 pass
 
 
@@ -288,7 +288,7 @@ def receive_all(it: Iterator[Any], pin: bool = False) -> Iterator[Any]:
         for item in it:
             if isinstance(item, SharedBatch):
                 mapped[item.key] = item.slot
-                item = default_convert(item.materialize(pin=pin))
+                item = default_convert(item.materialize(pin=pin))  # type: ignore[no-untyped-call]
                 RECEIVED["shared"] += 1
             else:
                 RECEIVED["plain"] += 1

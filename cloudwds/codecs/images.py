@@ -191,7 +191,7 @@ def _decode_jpeg_fast(data: bytes, mode: str, min_size: MinSize | None = None) -
         return None
     try:
         height, width, colorspace, _subsampling = sj.decode_jpeg_header(data)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any header simplejpeg can't read goes to Pillow, which decides
         return None
     if colorspace not in _SAME_AS_PILLOW:
         return None
@@ -218,16 +218,17 @@ def _decode_jpeg_fast(data: bytes, mode: str, min_size: MinSize | None = None) -
             min_width=min_w,
             strict=True,
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - any libjpeg-turbo error or warning: Pillow decides what it gives
         return None
     height, width = arr.shape[:2]  # smaller than the header's when min_size scaled it
     if as_rgb_then_l:
         # Pillow's exact integer RGB -> L weights, by calling Pillow itself.
         rgb = PIL.Image.frombuffer("RGB", (width, height), arr, "raw", "RGB", 0, 1)
         return np.array(rgb.convert("L"))
+    out: np.ndarray = arr
     if mode == "L":
-        return arr.reshape(height, width)  # H W 1 -> H W, a view of the same new array
-    return arr
+        return out.reshape(height, width)  # H W 1 -> H W, a view of the same new array
+    return out
 
 
 def _reduction(height: int, width: int, min_size: MinSize) -> int:
