@@ -250,7 +250,30 @@ def test_cli_verify_on_dask_reports_what_the_threaded_verify_reports(
         "sha256 mismatch",
         "size mismatch",
     ]
-    assert not os.path.exists(job)
+    assert os.path.exists(job)  # problems: kept, so that a re-run re-verifies only those
+
+
+def test_cli_verify_on_dask_rerun_reads_only_the_shards_with_problems(
+    s3_server: S3Endpoint, client: Any, tmp_path: Any, capsys: Any
+) -> None:
+    shards = make_shards(len(SIZES), SIZES, bin_size=64)
+    bucket = s3_server.new_bucket("ver")
+    shards.upload(s3_server.fs, f"{bucket}/d")
+    pattern = shards.pattern(s3_server.url(f"{bucket}/d"))
+    broken = shards.names[2]
+    s3_server.fs.pipe_file(f"{bucket}/d/{broken}", shards.data[broken][:3000])
+    opts = ["-q", "--storage-options", json.dumps(s3_server.storage_options)]
+    job = str(tmp_path / "job")
+    argv = [*opts, "verify", pattern, "--dask", client.scheduler.address, "--job-dir", job]
+    code, out = _cli(argv, capsys)
+    assert code == 1 and out.startswith(f"FAIL {s3_server.url(f'{bucket}/d/{broken}')}: ")
+    assert len(out.splitlines()) == 1
+    s3_server.fs.pipe_file(f"{bucket}/d/{broken}", shards.data[broken])  # repaired
+    s3_server.reset_counts()
+    assert _cli(argv, capsys) == (0, "")
+    reads = [s3_server.get_count(f"{bucket}/d/{n}") for n in shards.names]
+    assert [r > 0 for r in reads] == [False, False, True, False, False]
+    assert not os.path.exists(job)  # all clean: the next run is a full check again
 
 
 def test_cli_reshard_on_dask_writes_the_single_machine_outputs(

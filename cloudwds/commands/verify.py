@@ -10,10 +10,11 @@ that a ``WDS_REWRITE`` to ``pipe:`` would paste into a command, is refused when 
 loaded (:func:`cloudwds.security.check_data_url`), before any shard is opened.
 
 ``--dask`` runs :func:`verify_one` per shard on a Dask cluster. Each shard's verdict is recorded
-in a job directory as it arrives (:class:`cloudwds.offline.PartStore`), so a run that is stopped
-can be re-run and re-verifies only the shards without a clean verdict (missing, failed, or
-changed since); the report is the same as without ``--dask``, and the records are removed once
-every shard has its verdict.
+in a job directory as it arrives (:class:`cloudwds.offline.PartStore`), so a run that was
+stopped, or that found problems, can be re-run and re-verifies only the shards without a clean
+verdict (missing, with problems, or changed since — e.g. repaired); the report is the same as
+without ``--dask``. The records are removed when every shard is clean, so the next run after
+that is a full check again.
 """
 
 from __future__ import annotations
@@ -227,8 +228,10 @@ def _verify_on_dask(
     )
     for k, exn in outcome.failures.items():  # the task itself died (e.g. its worker)
         verdicts[todo[k]] = Verdict(urls[todo[k]], 0, [error_message(exn)])
-    parts.remove()
-    return [v for v in verdicts if v is not None]
+    done = [v for v in verdicts if v is not None]
+    if not any(v.lines for v in done):
+        parts.remove()  # all clean: the next verify checks everything again
+    return done
 
 
 def _problems(report: ShardReport, entry: ShardInfo | None, with_manifest: bool) -> list[str]:
