@@ -232,12 +232,15 @@ def test_cli_verify_on_dask_reports_what_the_threaded_verify_reports(
     shards = make_shards(len(SIZES), SIZES, bin_size=64)
     shards.write_dir(tmp_path / "d")
     pattern = shards.pattern(str(tmp_path / "d"))
-    assert _cli(["-q", "index", pattern], capsys)[0] == 0
+    address = client.scheduler.address
+    assert _cli(["-q", "index", pattern, "-o", str(tmp_path / "single.json")], capsys)[0] == 0
+    assert _cli(["-q", "index", "--dask", address, pattern], capsys)[0] == 0
+    written = (tmp_path / "d" / "cloudwds-index.json").read_text()
+    assert written == (tmp_path / "single.json").read_text().replace('"d/', '"')
     cut = tmp_path / "d" / shards.names[1]
     cut.write_bytes(shards.data[shards.names[1]][:3000])
     grown = tmp_path / "d" / shards.names[3]
     grown.write_bytes(shards.data[shards.names[3]] + bytes(512))  # still reads, but changed
-    address = client.scheduler.address
     single = _cli(["-q", "verify", "--manifest", "--", pattern], capsys)
     job = str(tmp_path / "job")
     on_dask = _cli(

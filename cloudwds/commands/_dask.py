@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import Any
 
 LOCAL = "local"
@@ -49,3 +50,11 @@ def fix_swallowed_url(args: argparse.Namespace) -> None:
 def scheduler_of(args: argparse.Namespace) -> dict[str, Any]:
     """``scheduler=`` for :func:`cloudwds.offline.run_jobs` (``None``: a LocalCluster)."""
     return {"scheduler": None if args.dask == LOCAL else args.dask}
+
+
+def print_summary(exn: BaseException) -> None:
+    """Print the runner's note on a failed job (how many shards failed, which) to stderr: the
+    command's one-line error shows only the first failure."""
+    for text in getattr(exn, "__notes__", ()):
+        if text.startswith("cloudwds "):
+            print(text, file=sys.stderr)

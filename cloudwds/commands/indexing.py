@@ -25,7 +25,7 @@ from ._common import (
     storage_from_args,
     write_out,
 )
-from ._dask import add_dask_options, fix_swallowed_url, scheduler_of
+from ._dask import add_dask_options, fix_swallowed_url, print_summary, scheduler_of
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -83,17 +83,21 @@ def run(args: argparse.Namespace) -> int:
     if args.dask is not None:
         from ..offline import index_shards
 
-        manifest = index_shards(
-            urls,
-            storage,
-            checksum,
-            args.offsets,
-            workers=args.workers,
-            job_dir=args.job_dir,
-            output=None if output == "-" else output,
-            progress=show,
-            **scheduler_of(args),
-        )
+        try:
+            manifest = index_shards(
+                urls,
+                storage,
+                checksum,
+                args.offsets,
+                workers=args.workers,
+                job_dir=args.job_dir,
+                output=None if output == "-" else output,
+                progress=show,
+                **scheduler_of(args),
+            )
+        except Exception as exn:
+            print_summary(exn)
+            raise
     else:
         manifest = build_index(
             urls, storage, checksum, progress=show, workers=args.workers, offsets=args.offsets

@@ -42,7 +42,7 @@ from ._common import (
     storage_from_args,
     write_out,
 )
-from ._dask import add_dask_options, fix_swallowed_url, scheduler_of
+from ._dask import add_dask_options, fix_swallowed_url, print_summary, scheduler_of
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -243,7 +243,11 @@ def _reshard_on_dask(
         counted = run_jobs(
             count_samples, [(u, storage) for u in urls], urls, desc="count", **options
         )
-        counted.raise_failures("cloudwds reshard")
+        try:
+            counted.raise_failures("cloudwds reshard")
+        except Exception as exn:
+            print_summary(exn)
+            raise
         counts = [int(c or 0) for c in counted.results]
     plan = plan_outputs(urls, counts, args.maxcount, args.output, args.start)
     outcome = run_jobs(
@@ -258,7 +262,11 @@ def _reshard_on_dask(
         if result is not None:
             write_out(f"{out}\t{result[0]}")
             skipped += result[1]
-    outcome.raise_failures("cloudwds reshard")
+    try:
+        outcome.raise_failures("cloudwds reshard")
+    except Exception as exn:
+        print_summary(exn)
+        raise
     note(
         args,
         f"wrote {len(plan) - skipped} shards ({skipped} already there), {sum(counts)} samples "
