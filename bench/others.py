@@ -50,6 +50,15 @@ def available(module: str = "litdata") -> bool:
     return _available[module]
 
 
+def version(package: str) -> str:
+    """``package``'s version in the venv, or ``-`` when it (or the venv) is missing."""
+    if not os.path.exists(PYTHON):
+        return "-"
+    code = f"from importlib.metadata import version; print(version({package!r}))"
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip() if proc.returncode == 0 else "-"
+
+
 CONVERT = """
 import json, sys, tarfile, time
 from litdata import optimize

@@ -48,6 +48,9 @@ def _versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "-"
+    from . import others
+
+    out["litdata (venv)"] = others.version("litdata")
     return out
 
 
