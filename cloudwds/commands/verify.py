@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..index import Manifest, ShardInfo, default_index_url, find_index, load_index
@@ -197,35 +197,49 @@ def _verify_on_dask(
     keys = [part_key(u) for u in urls]
     found = parts.load(keys)
     identities = object_identities(urls, storage)
+    entries = [manifest.get(u) if manifest is not None else None for u in urls]
+    # what the verdict was judged against: a verdict against another manifest entry or
+    # without --decode does not stand for this run
+    against = [
+        {
+            "entry": asdict(e) if e is not None else None,
+            "manifest": manifest is not None,
+            "decode": args.decode,
+        }
+        for e in entries
+    ]
     verdicts: list[Verdict | None] = [None] * len(urls)
     for i, url in enumerate(urls):
         part = found.get(keys[i])
         if part is None or part.get("url") != url or part.get("lines"):
             continue  # never verified, or with problems: verify again
+        if part.get("against") != against[i]:
+            continue
         if identity_matches(part.get("identity"), identities[i]):
             verdicts[i] = Verdict(url, int(part["samples"]))
     todo = [i for i, v in enumerate(verdicts) if v is None]
 
-    def publish(k: int, verdict: Verdict) -> None:
-        i = todo[k]
-        verdicts[i] = verdict
-        doc = {"url": verdict.url, "identity": identities[i], "samples": verdict.samples}
-        parts.write(keys[i], {**doc, "lines": verdict.lines})
+    calls = [
+        (urls[i], storage, checksum, args.decode, entries[i], manifest is not None) for i in todo
+    ]
+    with parts.publisher() as put:
 
-    calls = []
-    for i in todo:
-        entry = manifest.get(urls[i]) if manifest is not None else None
-        calls.append((urls[i], storage, checksum, args.decode, entry, manifest is not None))
-    outcome = run_jobs(
-        verify_one,
-        calls,
-        [urls[i] for i in todo],
-        workers=args.workers,
-        progress=False if quiet(args) else None,
-        desc="verify",
-        on_result=publish,
-        **scheduler_of(args),
-    )
+        def publish(k: int, verdict: Verdict) -> None:
+            i = todo[k]
+            verdicts[i] = verdict
+            doc = {"url": verdict.url, "identity": identities[i], "against": against[i]}
+            put(keys[i], {**doc, "samples": verdict.samples, "lines": verdict.lines})
+
+        outcome = run_jobs(
+            verify_one,
+            calls,
+            [urls[i] for i in todo],
+            workers=args.workers,
+            progress=False if quiet(args) else None,
+            desc="verify",
+            on_result=publish,
+            **scheduler_of(args),
+        )
     for k, exn in outcome.failures.items():  # the task itself died (e.g. its worker)
         verdicts[todo[k]] = Verdict(urls[todo[k]], 0, [error_message(exn)])
     done = [v for v in verdicts if v is not None]

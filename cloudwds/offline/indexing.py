@@ -70,23 +70,25 @@ def index_shards(
         infos[i] = info
     todo = [i for i in range(n) if infos[i] is None]
 
-    def publish(k: int, info: ShardInfo) -> None:
-        i = todo[k]
-        infos[i] = info
-        doc = {"url": shard_urls[i], "identity": identities[i], "options": options}
-        parts.write(keys[i], {**doc, "info": asdict(info)})
+    with parts.publisher() as put:
 
-    outcome = run_jobs(
-        index_one,
-        [(shard_urls[i], storage, checksum, offsets) for i in todo],
-        [shard_urls[i] for i in todo],
-        client=client,
-        scheduler=scheduler,
-        workers=workers,
-        progress=progress,
-        desc="index",
-        on_result=publish,
-    )
+        def publish(k: int, info: ShardInfo) -> None:
+            i = todo[k]
+            infos[i] = info
+            doc = {"url": shard_urls[i], "identity": identities[i], "options": options}
+            put(keys[i], {**doc, "info": asdict(info)})
+
+        outcome = run_jobs(
+            index_one,
+            [(shard_urls[i], storage, checksum, offsets) for i in todo],
+            [shard_urls[i] for i in todo],
+            client=client,
+            scheduler=scheduler,
+            workers=workers,
+            progress=progress,
+            desc="index",
+            on_result=publish,
+        )
     outcome.raise_failures("cloudwds index")
     manifest = Manifest(shards=[info for info in infos if info is not None])
     if output is not None:
