@@ -324,6 +324,9 @@ def decode_rgb8_case(ctx: Context, shared: bool = False) -> Case:
         ),
     ]
     if not shared:
+        # webdataset is measured in decode_rgb8_shared (and decode_rgb); here its fresh
+        # processes would only lengthen the run
+        variants = [v for v in variants if v.lib != "webdataset"]
         lit = litdata_variant(
             ctx, "litdata", False, s.samples // len(s.files) * n, n, decode=True, warmup=True
         )
@@ -336,6 +339,14 @@ def decode_rgb8_case(ctx: Context, shared: bool = False) -> Case:
             variants=variants,
             samples=s.samples // len(s.files) * n,
             nbytes=limits.file_size(paths),
+            targets=[
+                Target(
+                    "cloudwds",
+                    "pil-rgb8",
+                    1.8,
+                    ">= 1.8x bare Pillow, same process (Pillow on a grown heap; for reference)",
+                )
+            ],
             prepare=prepare,
             rss=False,
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from typing import Any
 
@@ -101,12 +102,16 @@ def convert(paths: list[str], out_dir: str) -> dict[str, Any]:
             record: dict[str, Any] = json.load(f)
         if record.get("paths") == paths:
             return record
-    script = os.path.join(os.path.dirname(out_dir), "litdata_convert.py")
-    with open(script, "w") as f:
-        f.write(CONVERT)  # a file, not -c: optimize's worker processes re-import the main module
-    proc = subprocess.run(
-        [PYTHON, script, json.dumps(paths), out_dir], capture_output=True, text=True, timeout=1800
-    )
+    with tempfile.TemporaryDirectory(prefix="cloudwds-bench-") as tmp:
+        script = os.path.join(tmp, "litdata_convert.py")
+        with open(script, "w") as f:
+            f.write(CONVERT)  # a file, not -c: optimize's workers re-import the main module
+        proc = subprocess.run(
+            [PYTHON, script, json.dumps(paths), out_dir],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
