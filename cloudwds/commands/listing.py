@@ -9,11 +9,9 @@ from typing import Any
 
 from ..errors import ShardNotFoundError, StorageAccessError, StorageError
 from ..index import ManifestError, find_index, load_index
-from ..storage import StorageConfig, is_remote
-from ..storage.local import local_path_of
-from ..storage.opening import remote_fetcher, resolve
-from ..storage.remote import filesystem
-from ..urls import apply_rewrites
+from ..storage import StorageConfig
+from ..storage.opening import remote_fetcher
+from ..storage.target import resolve_target
 from ._common import (
     default_workers,
     human_size,
@@ -110,14 +108,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _size(url: str, storage: StorageConfig) -> int | None:
     """Size of the stored object; ``None`` for ``pipe:`` and stdin."""
-    if is_remote(url, storage):
-        reader = remote_fetcher(url, storage)()
+    target = resolve_target(url, storage)
+    if target.remote:
+        reader = remote_fetcher(target, storage)()
         try:
             return int(reader.size)
         finally:
             reader.close()
-    target = apply_rewrites(url, storage.rewrites)
-    path = local_path_of(target)
+    path = target.local_path
     if path is None:
         return None
     try:
@@ -134,7 +132,8 @@ def _list_directory(spec: str, storage: StorageConfig) -> list[tuple[str, int | 
     """
     if "{" in spec or "::" in spec or spec.startswith("pipe:") or spec == "-":
         return None
-    path = local_path_of(apply_rewrites(spec, storage.rewrites))
+    target = resolve_target(spec, storage)
+    path = target.local_path
     if path is not None:
         if not os.path.isdir(path):
             return None
@@ -146,9 +145,8 @@ def _list_directory(spec: str, storage: StorageConfig) -> list[tuple[str, int | 
         return out
     if not spec.endswith("/"):
         return None
-    target = resolve(spec, storage)
     try:
-        fs, fspath = filesystem(target, storage.storage_options)
+        fs, fspath = target.backend.filesystem(target)  # AIStore-routed: no cloud options
         entries = fs.ls(fspath, detail=True)
     except FileNotFoundError as exn:
         raise ShardNotFoundError("cannot list: no such bucket or directory", spec) from exn

@@ -34,10 +34,9 @@ from typing import Any, BinaryIO
 from ..errors import StorageError
 from ..stats import COUNTERS
 from ..storage import StorageConfig
-from ..storage.local import local_path_of
-from ..storage.opening import is_remote, remote_fetcher, resolve
-from ..storage.remote import call_fs, filesystem, object_size
-from ..urls import apply_rewrites
+from ..storage.opening import remote_fetcher
+from ..storage.remote import call_fs, object_size
+from ..storage.target import resolve_target
 from .offsets import IndexMismatchError, NoRandomAccessError, ShardOffsets
 
 __all__ = ["DEFAULT_COALESCE_GAP", "RangeSource", "coalesce"]
@@ -141,16 +140,16 @@ class RangeSource:
             if url in self._remote:
                 return None
         config = self.storage
-        target = apply_rewrites(url, config.rewrites)
-        if target == "-" or target.startswith("pipe:"):
+        target = resolve_target(url, config)
+        if target.scheme in ("-", "pipe"):
             raise NoRandomAccessError("a pipe or stdin shard cannot be read at an offset", url)
-        path = local_path_of(target)
+        path = target.local_path
         if path is not None:
             try:
                 f = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open, closed in close()
             except OSError as exn:
                 raise StorageError(f"cannot open shard: {type(exn).__name__}: {exn}", url) from exn
-        elif config.cache is not None and is_remote(url, config):
+        elif config.cache is not None and target.remote:
             f = self._cached(url)
         if f is None:
             if self.verify_checksum:
@@ -200,10 +199,8 @@ class RangeSource:
         with self._lock:
             entry = self._remote.get(url)
         if entry is None:
-            config = self.storage
-            target = resolve(url, config)
-            via_ais = target != apply_rewrites(url, config.rewrites)
-            entry = filesystem(target, None if via_ais else config.storage_options)
+            target = resolve_target(url, self.storage)
+            entry = target.backend.filesystem(target)
             with self._lock:
                 self._remote[url] = entry
         return entry
