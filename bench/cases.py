@@ -16,6 +16,7 @@ Cases are built from a :class:`Context` that a fresh child process can rebuild f
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -66,7 +67,7 @@ class Case:
     samples: int
     nbytes: int
     targets: list[Target] = field(default_factory=list)
-    prepare: Callable[[], None] | None = None  # untimed, once before the repetitions
+    prepare: Callable[[], object] | None = None  # untimed, once before the repetitions
     fresh_process: bool = False  # every measurement in a new child (TTFS, process-wide state)
     child_warmup: bool = False  # fresh_process: one untimed run in the child before the timed one
     rss: bool = True  # measure peak RSS of the non-limit variants in a child
@@ -122,7 +123,7 @@ def cwds_dataset(urls: list[str], **kw: Any) -> Any:
 
 
 def wds_dataset(urls: list[str], **kw: Any) -> Any:
-    import webdataset
+    import webdataset  # type: ignore[import-untyped]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -164,7 +165,7 @@ def raw_case(ctx: Context, name: str, target: float) -> Case:
     s = ctx.sets[name]
     paths = s.paths()
     variants = [
-        Variant(lib, lib, _iterate(lambda lib=lib: make_dataset(lib, paths))) for lib in _libs()
+        Variant(lib, lib, _iterate(functools.partial(make_dataset, lib, paths))) for lib in _libs()
     ]
     variants += [
         Variant("cat", "limit", lambda: {"bytes": limits.cat_files(paths)}, note="read bytes"),
@@ -212,7 +213,7 @@ def decode_case(ctx: Context) -> Case:
     def pipeline(lib: str) -> Any:
         return make_dataset(lib, paths).decode("rgb").to_tuple("jpg", "cls")
 
-    variants = [Variant(lib, lib, _iterate(lambda lib=lib: pipeline(lib))) for lib in _libs()]
+    variants = [Variant(lib, lib, _iterate(functools.partial(pipeline, lib))) for lib in _libs()]
     variants.append(
         Variant(
             "pil+float",
@@ -370,10 +371,11 @@ def decode_rgb8_case(ctx: Context, shared: bool = False) -> Case:
 def shuffle_case(ctx: Context) -> Case:
     s = ctx.sets["small"]
     paths = s.paths()
-    variants = [
-        Variant(lib, lib, _iterate(lambda lib=lib: make_dataset(lib, paths).shuffle(1000)))
-        for lib in _libs()
-    ]
+
+    def shuffled(lib: str) -> Any:
+        return make_dataset(lib, paths).shuffle(1000)
+
+    variants = [Variant(lib, lib, _iterate(functools.partial(shuffled, lib))) for lib in _libs()]
     return Case(
         name="shuffle",
         title="shuffle(1000), small shards",
@@ -392,10 +394,9 @@ def loader_case(ctx: Context) -> Case:
 
     def loader(lib: str) -> Any:
         ds = make_dataset(lib, paths).decode("rgb").to_tuple("jpg", "cls").batched(64)
-        if lib == "cloudwds":
-            import cloudwds as m
-        else:
-            import webdataset as m
+        import importlib
+
+        m: Any = importlib.import_module(lib)  # cloudwds or webdataset
         return m.WebLoader(ds, num_workers=2, batch_size=None)
 
     def run(lib: str) -> Result:
@@ -405,7 +406,7 @@ def loader_case(ctx: Context) -> Case:
             samples += len(images)
         return {"samples": samples, "batches": batches}
 
-    variants = [Variant(lib, lib, lambda lib=lib: run(lib)) for lib in _libs()]
+    variants = [Variant(lib, lib, functools.partial(run, lib)) for lib in _libs()]
     return Case(
         name="loader",
         title='WebLoader(2 workers): decode("rgb"), to_tuple, batched(64)',

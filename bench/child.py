@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         if remote:
             import s3fs  # noqa: F401
     elif variant.lib == "webdataset":
-        import webdataset  # noqa: F401
+        import webdataset  # type: ignore[import-untyped]  # noqa: F401
     elif remote:
         import s3fs  # noqa: F401
     if case.child_warmup and not variant.own_process:

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -122,10 +123,11 @@ def make_image(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     from PIL import Image
 
     coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
-    img = Image.fromarray(coarse, "RGB").resize((size, size), Image.BICUBIC)
+    img = Image.fromarray(coarse, "RGB").resize((size, size), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.int16)
     noise = rng.integers(-12, 13, size=arr.shape, dtype=np.int16)
-    return np.clip(arr + noise, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(arr + noise, 0, 255).astype(np.uint8)
+    return out
 
 
 def encode_jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
@@ -136,7 +138,7 @@ def encode_jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
     return out.getvalue()
 
 
-def _jpeg_samples(seed: int, n: int, start: int = 0):
+def _jpeg_samples(seed: int, n: int, start: int = 0) -> Iterator[tuple[bytes, int, bytes]]:
     rng = np.random.default_rng(seed)
     for i in range(n):
         label = int(rng.integers(1000))
@@ -179,7 +181,7 @@ def _write_shard(path: str, kind: str, shard: int, n: int) -> int:
     return count
 
 
-def build(spec: Spec, root: str = DATA_DIR, log=print) -> ShardSet:
+def build(spec: Spec, root: str = DATA_DIR, log: Callable[..., object] = print) -> ShardSet:
     """Generate ``spec`` into ``root/<name>`` unless an identical set is already there."""
     directory = os.path.join(root, spec.name)
     os.makedirs(directory, exist_ok=True)
@@ -212,7 +214,9 @@ def build(spec: Spec, root: str = DATA_DIR, log=print) -> ShardSet:
     )
 
 
-def build_all(quick: bool = False, root: str | None = None, log=print) -> dict[str, ShardSet]:
+def build_all(
+    quick: bool = False, root: str | None = None, log: Callable[..., object] = print
+) -> dict[str, ShardSet]:
     base = root or os.path.join(DATA_DIR, "quick" if quick else "full")
     return {name: build(spec, base, log) for name, spec in specs(quick).items()}
 

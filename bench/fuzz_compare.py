@@ -32,12 +32,12 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-import test_tario_fuzz as fuzz  # noqa: E402  (the mutant generator lives with the test)
+import test_tario_fuzz as fuzz  # type: ignore[import-not-found]  # noqa: E402  (the mutant generator lives with the test)
 
 
 def _samples(lib: str, path: str) -> int:
     if lib == "webdataset":
-        import webdataset
+        import webdataset  # type: ignore[import-untyped]
 
         ds = webdataset.WebDataset(path, shardshuffle=False)
     else:
@@ -111,7 +111,8 @@ def run(lib: str, directory: str, memory: int, time_limit: float) -> list[dict[s
     cmd += ["--memory-gib", str(memory / (1 << 30)), "--time-limit", str(time_limit)]
     subprocess.run(cmd, check=True)
     with open(out) as f:
-        return json.load(f)
+        result: list[dict[str, Any]] = json.load(f)
+    return result
 
 
 def summarize(mutants: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -143,7 +144,8 @@ def main() -> None:
     args = parser.parse_args()
     memory = int(args.memory_gib * (1 << 30))
     if args.child:
-        child(*args.child, memory=memory, time_limit=args.time_limit)
+        lib, directory, out = args.child
+        child(lib, directory, out, memory=memory, time_limit=args.time_limit)
         return
     with tempfile.TemporaryDirectory(prefix="fuzz-compare-") as directory:
         mutants = [vars(m) for m in fuzz.write_mutants(directory, args.seed)]

@@ -290,8 +290,9 @@ def _case_table(data: Data, name: str) -> list[str]:
             rows.append(f"| {label} | error: `{err[:160]}` | | | | | | |")
             continue
         vs = "-"
-        if wds and wds.median and st.lib != "webdataset" and st.variant != "webdataset":
-            vs = f"{wds.median / st.median:.2f}x"
+        mine = st.median
+        if wds and wds.median and mine and st.lib != "webdataset" and st.variant != "webdataset":
+            vs = f"{wds.median / mine:.2f}x"
         rss = "-"
         if st.rss_peak_kb:
             rss = f"{st.rss_peak_kb / 1024:.0f}"
@@ -490,8 +491,8 @@ def markdown(data: Data, results_rel: str) -> str:
         cells = []
         for size in ("small", "mid", "big"):
             c, f = stats.get(f"cloudwds-{size}"), stats.get(f"fsspec-{size}")
-            ok = c and f and c.median and f.median
-            cells.append(f"{c.median - f.median:+.3f} s" if ok else "-")
+            cm, fm = (c.median if c else None), (f.median if f else None)
+            cells.append(f"{cm - fm:+.3f} s" if cm and fm else "-")
         out.append(f"| cloudwds − fsspec floor | {' | '.join(cells)} | |")
         out.append("")
     if "rss" in data.cases:
@@ -504,22 +505,22 @@ def markdown(data: Data, results_rel: str) -> str:
             "| configuration | cloudwds peak MiB (above base) | webdataset peak MiB (above base) |",
             "|---|---:|---:|",
         ]
-        st = data.stats["rss"]
-        configs = []
-        for vname in st:
-            c = vname.split(":", 1)[1]
-            if c not in configs:
-                configs.append(c)
-        for c in configs:
+        rss_stats = data.stats["rss"]
+        rss_configs: list[str] = []
+        for vname in rss_stats:
+            conf = vname.split(":", 1)[1]
+            if conf not in rss_configs:
+                rss_configs.append(conf)
+        for conf in rss_configs:
             cells = []
             for lib in ("cloudwds", "webdataset"):
-                s = st.get(f"{lib}:{c}")
+                s = rss_stats.get(f"{lib}:{conf}")
                 if s is None or s.rss_peak_kb is None:
                     cells.append(f"error: `{s.errors[0][:80]}`" if s and s.errors else "-")
                 else:
                     above = s.rss_peak_kb - (s.rss_base_kb or 0)
                     cells.append(f"{s.rss_peak_kb / 1024:.0f} (+{above / 1024:.0f})")
-            out.append(f"| {c} | {cells[0]} | {cells[1]} |")
+            out.append(f"| {conf} | {cells[0]} | {cells[1]} |")
         out += ["", "| library | comparison | peak RSS growth MiB |", "|---|---|---:|"]
         for lib, what, label, a, b, counted in rss_pairs(data):
             g = ((b.rss_peak_kb or 0) - (a.rss_peak_kb or 0)) / 1024
@@ -562,12 +563,12 @@ def plot(data: Data, path: str) -> None:
         mid.append(r)
         lo.append(r - min(w.times) / max(c.times) if r > 0 else 0)
         hi.append(max(w.times) / min(c.times) - r)
-        t = [
-            t["threshold"]
-            for t in data.cases[name].get("targets", [])
-            if t["num"] == "cloudwds" and t["den"] == "webdataset"
+        wanted = [
+            tg["threshold"]
+            for tg in data.cases[name].get("targets", [])
+            if tg["num"] == "cloudwds" and tg["den"] == "webdataset"
         ]
-        marks.append(t[0] if t else None)
+        marks.append(wanted[0] if wanted else None)
     y = list(range(len(names)))
     ax.barh(y, mid, xerr=[lo, hi], color="tab:blue", capsize=3, label="cloudwds")
     for i, m in enumerate(marks):
@@ -588,7 +589,7 @@ def plot(data: Data, path: str) -> None:
         if vd.value is None or vd.case == "rss":
             continue
         case = data.cases[vd.case]
-        t = next(t for t in case["targets"] if t["text"] in vd.text)
+        t: dict[str, Any] = next(t for t in case["targets"] if t["text"] in vd.text)
         if t["kind"] == "time_ratio_max":
             frac = t["threshold"] / vd.value
             labels.append(f"{vd.case}: big/small <= {t['threshold']:g}")
@@ -608,12 +609,12 @@ def plot(data: Data, path: str) -> None:
     ax.invert_yaxis()
     # (c) time to first sample
     ax = axes[1][0]
-    st = data.stats.get("ttfs", {})
+    ttfs = data.stats.get("ttfs", {})
     libs = ("cloudwds", "webdataset", "fsspec")
-    mid, big = _ttfs_sizes(data)
-    sizes = (("small", "tiny shard (0.4 MB)"), ("mid", mid), ("big", big))
+    mid_label, big_label = _ttfs_sizes(data)
+    sizes = (("small", "tiny shard (0.4 MB)"), ("mid", mid_label), ("big", big_label))
     for j, (size, label) in enumerate(sizes):
-        ss = [st.get(f"{lib}-{size}") for lib in libs]
+        ss = [ttfs.get(f"{lib}-{size}") for lib in libs]
         med = [s.median if s and s.median else 0 for s in ss]
         err = [
             [m - min(s.times) if s and s.times else 0 for s, m in zip(ss, med)],
@@ -627,15 +628,15 @@ def plot(data: Data, path: str) -> None:
     ax.legend(fontsize=8)
     # (d) peak RSS per configuration
     ax = axes[1][1]
-    st = data.stats.get("rss", {})
+    rss = data.stats.get("rss", {})
     configs: list[str] = []
-    for vname in st:
-        c = vname.split(":", 1)[1]
-        if c not in configs:
-            configs.append(c)
+    for vname in rss:
+        conf = vname.split(":", 1)[1]
+        if conf not in configs:
+            configs.append(conf)
     for j, lib in enumerate(libs):
         vals_ = [
-            ((st.get(f"{lib}:{c}") and st[f"{lib}:{c}"].rss_peak_kb) or 0) / 1024 for c in configs
+            ((rss.get(f"{lib}:{c}") and rss[f"{lib}:{c}"].rss_peak_kb) or 0) / 1024 for c in configs
         ]
         ax.bar([i + (j - 0.5) * 0.4 for i in range(len(configs))], vals_, width=0.4, label=lib)
     ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right", fontsize=8)

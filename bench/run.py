@@ -79,7 +79,8 @@ def run_child(ctx: Context, case: Case, variant: Variant, timeout: float = 900) 
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": f"child exit {proc.returncode}: {' | '.join(tail)}"[:500]}
-    return json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 class Writer:
@@ -99,8 +100,8 @@ class Writer:
 
 def _fmt(res: dict[str, Any]) -> str:
     if "error" in res:
-        return "ERROR " + res["error"][:100]
-    return f"{res['seconds']:.3f}s"
+        return "ERROR " + str(res["error"])[:100]
+    return f"{float(res['seconds']):.3f}s"
 
 
 def run_case(ctx: Context, case: Case, repeat: int, out: Writer, case_rss: bool = True) -> None:

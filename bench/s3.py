@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import IO, Any
 
 BUCKET = "cloudwds-bench"
 # moto keeps an object in a SpooledTemporaryFile and, on every GET (ranged or not), reads the
@@ -31,7 +32,8 @@ SECRET = "testing"
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def aws_env(endpoint: str) -> dict[str, str]:
@@ -63,7 +65,7 @@ class MotoS3:
     def url(self, name: str) -> str:
         return f"s3://{BUCKET}/{name}"
 
-    def fs(self):
+    def fs(self) -> Any:
         import s3fs
 
         return s3fs.S3FileSystem(**self.storage_options)
@@ -76,7 +78,7 @@ class MotoS3:
             "-p",
             str(self.port),
         ]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log: IO[bytes] | None = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, **aws_env(self.endpoint), **MOTO_ENV}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
@@ -111,8 +113,9 @@ class MotoS3:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
             self._log = None
         for k, v in self._old_env.items():
             if v is None:

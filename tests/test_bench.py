@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,14 +28,14 @@ def _shard(path: str, n: int) -> str:
     return path
 
 
-def test_run_fresh_reads_the_count_and_times_from_the_process_start(tmp_path):
+def test_run_fresh_reads_the_count_and_times_from_the_process_start(tmp_path: Path) -> None:
     out = run_fresh(FRESH_HEAD + "n = 7\n" + FRESH_TAIL, fresh_env(str(tmp_path / "work")))
     assert out["count"] == 7
     assert out["seconds"] > 0
     assert out["cpu_seconds"] >= 0
 
 
-def test_run_fresh_uses_the_programs_own_start_and_cpu_when_it_prints_them(tmp_path):
+def test_run_fresh_uses_the_programs_own_start_and_cpu_when_it_prints_them(tmp_path: Path) -> None:
     script = (
         "import time as _t, os as _os\n"
         "print('__start__', _t.monotonic(), 10.0, flush=True)\n"
@@ -46,30 +48,32 @@ def test_run_fresh_uses_the_programs_own_start_and_cpu_when_it_prints_them(tmp_p
     assert 0 <= out["seconds"] < 60
 
 
-def test_run_fresh_reports_a_failing_program():
+def test_run_fresh_reports_a_failing_program() -> None:
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         run_fresh(FRESH_HEAD + "n = 1 // 0\n" + FRESH_TAIL)
 
 
-def test_fresh_env_caches_bytecode_outside_the_sources(tmp_path, monkeypatch):
+def test_fresh_env_caches_bytecode_outside_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     env = fresh_env(str(tmp_path / "work-quick"))
     assert "PYTHONDONTWRITEBYTECODE" not in env
     assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache")
 
 
-def test_the_cloudwds_program_reads_every_sample_of_real_shards(tmp_path):
+def test_the_cloudwds_program_reads_every_sample_of_real_shards(tmp_path: Path) -> None:
     urls = [_shard(str(tmp_path / f"s{i}.tar"), 5 + i) for i in range(2)]
     script = fresh_script("cloudwds", urls, {}).replace(", storage_options={}", "")
     out = run_fresh(script, fresh_env(str(tmp_path / "work")))
     assert out["count"] == 11
 
 
-def test_the_python_floor_program_does_nothing():
+def test_the_python_floor_program_does_nothing() -> None:
     assert run_fresh(fresh_script("python", [], {}))["count"] == 0
 
 
-def test_fresh_script_refuses_an_unknown_kind():
+def test_fresh_script_refuses_an_unknown_kind() -> None:
     with pytest.raises(ValueError):
         fresh_script("tfrecord", [], {})
 
@@ -90,7 +94,7 @@ def test_fresh_script_refuses_an_unknown_kind():
         },
     ],
 )
-def test_litdata_programs_are_valid_python(kwargs):
+def test_litdata_programs_are_valid_python(kwargs: dict[str, Any]) -> None:
     script = others.litdata_script("/data/litdata", "/tmp/cache", **kwargs)
     compile(script, "<litdata>", "exec")
     assert ("__start__" in script) is not kwargs.get("imports_timed", False)
@@ -98,11 +102,13 @@ def test_litdata_programs_are_valid_python(kwargs):
     assert ("StreamingDataLoader" in script) is kwargs.get("loader", False)
 
 
-def test_litdata_dir_is_named_by_the_number_of_shards():
+def test_litdata_dir_is_named_by_the_number_of_shards() -> None:
     paths = ["/b/data/full/jpeg/jpeg-000000.tar", "/b/data/full/jpeg/jpeg-000001.tar"]
     assert others.litdata_dir(paths) == os.path.join("/b/data/full", "litdata-jpeg-2")
 
 
-def test_version_of_a_missing_package_is_a_dash(monkeypatch, tmp_path):
+def test_version_of_a_missing_package_is_a_dash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(others, "PYTHON", str(tmp_path / "no-python"))
     assert others.version("litdata") == "-"
