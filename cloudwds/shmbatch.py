@@ -29,7 +29,9 @@ What goes through the slots: columns of numeric ``numpy`` arrays or CPU tensors 
 and dtype, in batches of tuples, lists, dicts or bare arrays, made by the pipeline's last stage
 ``batched(...)`` with the default collation. Everything else in a batch (labels, strings, keys)
 is collated as usual and pickled. A batch larger than the slots (variable shapes) or too small
-to be worth it (< ``min_bytes``) takes the plain path. With ``pin_memory=True`` and an
+to be worth it (< ``min_bytes``) takes the plain path, and so does one that would need a new
+slot when ``/dev/shm`` would then have less than a slot's size left (``reserve``): a ring holds
+its slots for the whole pass, and a full tmpfs ends a process with SIGBUS, not an error. With ``pin_memory=True`` and an
 accelerator, the tensors are pinned (a copy) in the main process and the slot is free at once.
 """
 
@@ -158,6 +160,25 @@ class SharedBatch:
                 pass
 
 
+SHM_DIR = "/dev/shm"
+
+
+def _shm_room(nbytes: int, reserve: int) -> bool:
+    """Whether ``/dev/shm`` keeps ``reserve`` bytes free after a new ``nbytes`` slot.
+
+    Shared memory is a tmpfs file: touching pages past its size limit kills the process with
+    SIGBUS rather than raising. Containers often mount a small one (Docker: 64 MB), and a ring
+    holds several batch-sized slots for the whole pass where the plain path holds each batch
+    only in transit, so a slot is added only while the rest of the batches (the plain path,
+    other workers) keep room. Where there is no ``/dev/shm`` to measure, the ring is used.
+    """
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return True
+    return st.f_bavail * st.f_frsize >= nbytes + reserve
+
+
 def _release(flag: np.ndarray) -> None:
     flag[0] = FREE
 
@@ -178,11 +199,13 @@ class SharedCollate:
     its own, with fork or spawn).
     """
 
-    def __init__(self, ring: int = 8, min_bytes: int = 1 << 16):
+    def __init__(self, ring: int = 8, min_bytes: int = 1 << 16, reserve: int | None = None):
         if ring < 1:
             raise ValueError(f"ring must be >= 1, got {ring}")
         self.ring = ring
         self.min_bytes = min_bytes
+        # bytes of shared memory to leave free when adding a slot (None: as many as the slot)
+        self.reserve = reserve
         self._slots: list[_Slot] = []
         self._pid = 0
         self.fallbacks = 0  # batches collated the plain way (all slots held, or too large)
@@ -194,7 +217,7 @@ class SharedCollate:
         return state
 
     def __copy__(self) -> SharedCollate:
-        return SharedCollate(self.ring, self.min_bytes)
+        return SharedCollate(self.ring, self.min_bytes, self.reserve)
 
     def _slot(self, nbytes: int) -> _Slot | None:
         pid = os.getpid()
@@ -205,6 +228,8 @@ class SharedCollate:
                 return slot
         if len(self._slots) < self.ring:
             size = max([nbytes] + [s.array.nbytes for s in self._slots])
+            if not _shm_room(size, size if self.reserve is None else self.reserve):
+                return None
             slot = _Slot(len(self._slots), size)
             self._slots.append(slot)
             return slot

@@ -213,6 +213,17 @@ def test_collate_plain_path_for_small_or_non_numeric_batches():
         SharedCollate(min_bytes=0)([(np.zeros(3),), (np.zeros(4),)])
 
 
+def test_no_new_slot_when_shared_memory_would_run_short():
+    # a reserve no /dev/shm has: every batch takes the plain path, with the same values
+    collate = SharedCollate(min_bytes=0, reserve=1 << 62)
+    out = collate(samples())
+    assert isinstance(out, tuple) and collate.fallbacks == 1
+    assert np.array_equal(out[0], wds.default_collation_fn(samples())[0])
+    assert collate.__copy__().reserve == 1 << 62
+    # the default reserve (one slot's size) leaves this machine's /dev/shm room for a slot
+    assert isinstance(SharedCollate(min_bytes=0)(samples()), SharedBatch)
+
+
 def test_a_dropped_unmaterialized_batch_frees_its_slot():
     from multiprocessing.reduction import ForkingPickler
 
