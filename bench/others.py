@@ -35,20 +35,27 @@ VENV = os.environ.get(
 )
 PYTHON = os.path.join(VENV, "bin", "python")
 
-_available: dict[str, bool] = {}
+_available: dict[tuple[str, bool], bool] = {}
 
 
-def available(module: str = "litdata") -> bool:
-    """Whether ``module`` imports in the venv (checked once per process)."""
-    if module not in _available:
+def available(module: str = "litdata", load: bool = False) -> bool:
+    """Whether ``module`` is installed in the venv (``load``: and imports; checked once).
+
+    Without ``load`` only its files are looked up (``find_spec``): every benchmark child
+    process asks, and importing litdata means importing torch (seconds).
+    """
+    if (module, load) not in _available:
         ok = os.path.exists(PYTHON)
         if ok:
-            proc = subprocess.run(
-                [PYTHON, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
+            code = (
+                f"import {module}"
+                if load
+                else f"import importlib.util as u, sys; sys.exit(u.find_spec({module!r}) is None)"
             )
+            proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120)
             ok = proc.returncode == 0
-        _available[module] = ok
-    return _available[module]
+        _available[module, load] = ok
+    return _available[module, load]
 
 
 def version(package: str) -> str:

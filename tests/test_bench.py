@@ -112,3 +112,12 @@ def test_version_of_a_missing_package_is_a_dash(
 ) -> None:
     monkeypatch.setattr(others, "PYTHON", str(tmp_path / "no-python"))
     assert others.version("litdata") == "-"
+
+
+def test_nothing_is_available_without_the_venv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(others, "PYTHON", str(tmp_path / "no-python"))
+    monkeypatch.setattr(others, "_available", {})
+    assert others.available("litdata") is False
+    assert others.available("litdata", load=True) is False
