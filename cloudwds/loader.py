@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Self
@@ -50,7 +51,7 @@ class WebLoader(FluidInterface):
         *args: Any,
         seed: int | None = None,
         stats_interval: float | None = None,
-        shared_batches: bool = False,
+        shared_batches: bool | None = None,
         **kwargs: Any,
     ):
         from torch.utils.data import DataLoader
@@ -63,7 +64,15 @@ class WebLoader(FluidInterface):
         elif isinstance(dataset, DataPipeline) and not args:
             # shares the epoch counter: set_epoch on either works
             inner = dataset.stateful_items(batch_size=kwargs.get("batch_size", 1))
-            # opt-in: workers collate the last batched() into reused shared memory (shmbatch)
+            # workers collate the last batched() into reused shared memory (shmbatch) unless
+            # shared_batches=False or WDS_SHARED_BATCHES=0; ineligible pipelines go the plain way
+            if shared_batches is None:
+                shared_batches = os.environ.get("WDS_SHARED_BATCHES", "1").lower() not in (
+                    "0",
+                    "false",
+                    "no",
+                    "off",
+                )
             use_shared = (
                 shared_batches
                 and kwargs.get("num_workers", 0) > 0
