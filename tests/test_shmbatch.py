@@ -67,7 +67,9 @@ def shared_loader(spec, fn=to_arrays, **kw):
 
 
 def test_values_and_types_equal_the_plain_path_over_many_batches(spec):
-    plain = epoch(wds.WebLoader(pipeline(spec), num_workers=2, batch_size=None))
+    plain = epoch(
+        wds.WebLoader(pipeline(spec), num_workers=2, batch_size=None, shared_batches=False)
+    )
     before = shmbatch.RECEIVED["shared"]
     shared = epoch(shared_loader(spec))
     assert len(shared) == 10 and sum(len(b[2]) for b in shared) == 160
@@ -248,3 +250,19 @@ def test_install_needs_a_last_default_batched_stage(spec):
     assert not shmbatch.install(listed)
     with pytest.raises(ValueError):
         SharedCollate(ring=0)
+
+
+def test_shared_batches_is_the_default_where_eligible_and_can_be_turned_off(spec, monkeypatch):
+    before = dict(shmbatch.RECEIVED)
+    default = wds.WebLoader(pipeline(spec), num_workers=2, batch_size=None)
+    assert default.shared_batches
+    assert sum(len(b[2]) for b in default) == 160
+    assert shmbatch.RECEIVED["shared"] - before["shared"] == 10
+    off = wds.WebLoader(pipeline(spec), num_workers=2, batch_size=None, shared_batches=False)
+    assert not off.shared_batches
+    monkeypatch.setenv("WDS_SHARED_BATCHES", "0")
+    by_env = wds.WebLoader(pipeline(spec), num_workers=2, batch_size=None)
+    assert not by_env.shared_batches
+    before = dict(shmbatch.RECEIVED)
+    assert sum(len(b[2]) for b in by_env) == 160
+    assert shmbatch.RECEIVED["shared"] == before["shared"]
