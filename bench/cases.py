@@ -494,12 +494,17 @@ def loader_ceiling_case(ctx: Context) -> Case:
     variants = [
         Variant("one-process", "cloudwds", lambda: _with_children_cpu(one_process)),
         Variant("two-copies", "limit", lambda: _with_children_cpu(ceiling), note="the ceiling"),
-        Variant("loader", "cloudwds", lambda: _with_children_cpu(lambda: loader(False))),
+        Variant(
+            "loader",
+            "cloudwds",
+            lambda: _with_children_cpu(lambda: loader(False)),
+            note="shared_batches=False: pickled batches",
+        ),
         Variant(
             "loader-shm",
             "cloudwds",
             lambda: _with_children_cpu(lambda: loader(True)),
-            note="shared_batches=True",
+            note="shared batches (the default)",
         ),
     ]
     lit = litdata_variant(ctx, "litdata", False, len(paths) * per_shard, len(paths), loader=True)

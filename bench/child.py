@@ -32,7 +32,11 @@ def main(argv: list[str]) -> int:
     variant = next(v for v in case.variants if v.name == spec["variant"])
     remote = bool(ctx.endpoint) and (case.name in S3_CASES or case.name == "rss")
     if variant.lib == "cloudwds":
-        import cloudwds  # noqa: F401
+        import cloudwds
+
+        # `import cloudwds` is lazy (PEP 562): resolve the dataset class so its modules load
+        # before the clock too, as `import webdataset` loads everything at once
+        cloudwds.WebDataset  # noqa: B018
 
         if remote:
             import s3fs  # noqa: F401
