@@ -121,3 +121,26 @@ def test_missing_shard_names_the_url(backend: Backend) -> None:
     with pytest.raises(cloudwds.StorageError) as e:
         list(cloudwds.WebDataset(url, **backend.kwargs))
     assert e.value.url == url
+
+
+@pytest.mark.parametrize("name", ["s3", "http"])
+def test_a_streamed_shard_is_one_get_and_no_head(
+    request: pytest.FixtureRequest, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first GET's Content-Length gives the size: no HEAD round trip before the data."""
+    use_mode(monkeypatch, "streamed")
+    backend = make_backend(request, name)
+    base = backend.upload(SHARDS)
+    backend.server.proxy.requests.clear()
+    ds = cloudwds.WebDataset(
+        backend.pattern(SHARDS, base), shardshuffle=False, cache_dir=False, **backend.kwargs
+    )
+    assert_same(rows(ds), expected_rows(SHARDS, backend.urls(SHARDS, base)))
+    for shard in SHARDS.names:
+        methods = [r.method for r in backend.server.proxy.requests if shard in r.target]
+        assert methods == ["GET"], (shard, methods)
+    # a missing object still fails when it is opened, typed and naming the URL
+    missing = backend.url(f"{base}/missing-000000.tar")
+    with pytest.raises(cloudwds.ShardNotFoundError) as e:
+        list(cloudwds.WebDataset(missing, cache_dir=False, **backend.kwargs))
+    assert e.value.url == missing

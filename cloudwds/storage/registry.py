@@ -200,8 +200,8 @@ class FsspecBackend(StorageBackend):
     def open_reader(self, target: Target, config: StorageConfig) -> Any:
         fs, path = self.filesystem(target)
         if config.streaming and self.streaming is not None:
-            size = object_size(fs, path, target.url, config.retry)
-            return StreamReader(fs, path, target.url, size, config.retry, opener=self.streaming)
+            # no HEAD first: the first GET's answer gives the size (StreamOpener)
+            return StreamReader(fs, path, target.url, None, config.retry, opener=self.streaming)
         return RangeReader(
             fs,
             path,
