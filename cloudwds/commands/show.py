@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..samples import Sample, tar_samples
-from ..storage import StorageConfig, open_output, open_shard
+from ..storage import StorageConfig, open_shard, write_output
 from ._common import CommandError, positive_int, shard_urls, storage_from_args, write_out
 
 
@@ -76,13 +76,7 @@ def _dump(args: argparse.Namespace, urls: list[str], storage: StorageConfig) -> 
             )
         data = sample[field]
         if args.output:
-            sink = open_output(args.output, storage)
-            try:
-                sink.write(data)
-            except BaseException:
-                sink.abort()
-                raise
-            sink.commit()
+            write_output(args.output, data, storage)
         else:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()

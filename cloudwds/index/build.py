@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from ..storage import StorageConfig, open_output
+from ..storage import StorageConfig, write_output
 from ..urls import expand_urls
 from .manifest import Manifest, ShardInfo
 from .scan import scan_shard, scan_shard_offsets
@@ -94,12 +94,6 @@ def index_one(url: str, storage: StorageConfig, checksum: str | None, offsets: b
     info, table = scan_shard_offsets(url, storage, checksum=checksum)
     if table is not None:
         target = offsets_url(url)
-        sink = open_output(target, storage)
-        try:
-            sink.write(table.to_idx())
-        except BaseException:
-            sink.abort()
-            raise
-        sink.commit()
+        write_output(target, table.to_idx(), storage)
         info.offsets = target
     return info

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import StorageError, UrlError
 from ..security import USER, check_data_url
-from ..storage import StorageConfig, open_output, open_shard
+from ..storage import StorageConfig, open_shard, write_output
 from ..storage.local import local_path_of
 from ..urls import Rewrite, expand_urls
 
@@ -166,13 +166,7 @@ class Manifest:
         target = url_or_path or self.url or default_index_url([s.url for s in self.shards])
         base = None if target == "-" else _directory_of(target)
         data = (json.dumps(self.to_json(base), indent=1) + "\n").encode("utf-8")
-        sink = open_output(target, storage or StorageConfig.resolve())
-        try:
-            sink.write(data)
-        except BaseException:
-            sink.abort()
-            raise
-        sink.commit()
+        write_output(target, data, storage or StorageConfig.resolve())
         if target != "-":
             self.url = target
         return target

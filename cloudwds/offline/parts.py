@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from ..storage import StorageConfig, filesystem, open_output, open_shard
+from ..storage import StorageConfig, filesystem, open_shard, write_output
 from ..storage.local import local_path_of
 
 __all__ = ["PartStore", "default_job_dir", "identity_matches", "part_key"]
@@ -120,13 +120,7 @@ class PartStore:
                 f.write(data)
             os.replace(temp, final)
             return
-        sink = open_output(self.url_of(key), self.storage)
-        try:
-            sink.write(data)
-        except BaseException:
-            sink.abort()
-            raise
-        sink.commit()
+        write_output(self.url_of(key), data, self.storage)
 
     @contextmanager
     def publisher(self, threads: int = 8) -> Iterator[Callable[[str, Mapping[str, Any]], None]]:

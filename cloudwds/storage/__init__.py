@@ -17,6 +17,7 @@ from .opening import (
     prefetch_shard,
     preload_backends,
     resolve,
+    write_output,
 )
 from .registry import (
     FsspecBackend,
@@ -53,4 +54,5 @@ __all__ = [
     "register_backend",
     "resolve",
     "resolve_target",
+    "write_output",
 ]

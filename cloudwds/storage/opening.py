@@ -164,3 +164,14 @@ def open_output(url: str | Target, config: StorageConfig | None = None) -> Sink:
     config = config or StorageConfig()
     target = resolve_target(url, config)
     return target.backend.open_sink(target, config)
+
+
+def write_output(url: str | Target, data: bytes, config: StorageConfig | None = None) -> None:
+    """Write ``data`` to ``url`` atomically: it appears whole on success, nothing on error."""
+    sink = open_output(url, config)
+    try:
+        sink.write(data)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.commit()
