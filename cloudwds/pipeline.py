@@ -33,6 +33,7 @@ from .stagebase import StatefulStage
 from .stages import PipelineStage, Stage
 from .stats import Counters, with_rates
 from .torchbase import iterable_base
+from .workerproc import settle_worker
 from .world import World, current_world, default_seed
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class DataPipeline(IterableBase, FluidInterface):
         return PipelineRun(self, world, None).chain(world, None)
 
     def __iter__(self) -> PipelineRun:
+        settle_worker()  # a forked DataLoader worker stops its GC from copying the parent's heap
         world = current_world(seed=self.seed)
         world = World(**{**vars(world), "epoch": self._epochs.take(world.worker)})
         staged, self._resume = self._resume, None

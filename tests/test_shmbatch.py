@@ -266,3 +266,49 @@ def test_shared_batches_is_the_default_where_eligible_and_can_be_turned_off(spec
     before = dict(shmbatch.RECEIVED)
     assert sum(len(b[2]) for b in by_env) == 160
     assert shmbatch.RECEIVED["shared"] == before["shared"]
+
+
+def _live_slot_pids():
+    return {key[0] for key in shmbatch.SLOTS}
+
+
+def test_each_slot_crosses_as_a_file_descriptor_once(spec):
+    plain = epoch(wds.WebLoader(pipeline(spec), num_workers=2, batch_size=None))
+    before, known = dict(shmbatch.RECEIVED), _live_slot_pids()
+    loader = shared_loader(spec, persistent_workers=True)
+    for _ in range(3):  # the same two workers serve three epochs
+        assert_same(epoch(loader), plain)
+    shared = shmbatch.RECEIVED["shared"] - before["shared"]
+    descriptors = shmbatch.RECEIVED["descriptors"] - before["descriptors"]
+    assert shared == 30
+    # one descriptor per slot (a ring of at most 8 per worker), whatever the number of batches
+    assert 2 <= descriptors <= 16
+    workers = _live_slot_pids() - known
+    assert len(workers) == 2  # persistent workers: their slots stay mapped between epochs
+    del loader
+    gc.collect()
+    one_pass = epoch(shared_loader(spec))  # workers exit at the end of a plain pass ...
+    assert_same(one_pass, plain)
+    assert not _live_slot_pids() - workers - known  # ... and their slots are unmapped with them
+
+
+def test_a_key_without_a_received_slot_is_an_error_not_garbage():
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's reductions)
+
+    collate = SharedCollate(ring=1, min_bytes=0)
+    first = ForkingPickler.loads(bytes(ForkingPickler.dumps(collate(samples()))))
+    assert first.slot is not None  # the descriptor came with the first batch
+    first_values = first.materialize()
+    del first, first_values
+    gc.collect()
+    key_only = ForkingPickler.dumps(collate(samples(offset=3)))
+    again = ForkingPickler.loads(bytes(key_only))
+    assert np.array_equal(again.materialize()[0], wds.default_collation_fn(samples(offset=3))[0])
+    shmbatch.SLOTS.pop(again.key)  # as if another process had received the slot
+    del again
+    gc.collect()
+    stranger = ForkingPickler.loads(bytes(key_only))
+    with pytest.raises(RuntimeError, match="never received by this process"):
+        stranger.materialize()

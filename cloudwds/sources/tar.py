@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ..allocator import configure_allocator
+
+# imported with the dataset, not in every DataLoader worker at its first sample (see workerproc)
+from ..cache.prefetch import PrefetchGroup
 from ..errors import CloudWdsError, ShardError
 from ..handlers import Handler, reraise_exception
 from ..samples import cbor_items, group_members, msgpack_items, tar_samples
@@ -127,8 +130,6 @@ class _ExpandRun(StageRun):
         return {"shards_done": done, "in_shard": in_shard}
 
     def _items(self) -> Iterator[Any]:
-        from ..cache.prefetch import PrefetchGroup
-
         with PrefetchGroup() as group:  # this iteration's prefetches end with it
             yield from self._expand_shards(group)
 
