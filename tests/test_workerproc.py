@@ -66,3 +66,21 @@ def test_a_worker_imports_nothing_for_its_first_images(jpegs):
         found = probes(jpegs, 2)
         assert len(found) == 12
         assert [new for _f, _w, new, _s in found] == [[]] * 12
+
+
+def _frozen(_sample: dict) -> int:
+    return gc.get_freeze_count()
+
+
+def test_indexed_dataset_workers_freeze_too(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from cloudwds.index import build_index
+    from cloudwds.indexed import IndexedWebDataset
+
+    shards = make_shards(tmp_path, 2, 5, fields=("cls",))
+    build_index(shards.spec, offsets=True).save()
+    ds = IndexedWebDataset(shards.spec).map(_frozen)
+    counts = [int(c) for c in DataLoader(ds, batch_size=None, num_workers=2)]
+    assert len(counts) == 10 and min(counts) > 10_000
+    assert [int(c) for c in DataLoader(ds, batch_size=None)] == [0] * 10  # in this process

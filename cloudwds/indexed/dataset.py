@@ -46,6 +46,7 @@ from ..storage import StorageConfig, open_shard
 from ..storage.local import local_path_of
 from ..tario import BLOCK, _parse_number
 from ..urls import apply_rewrites, expand_urls
+from ..workerproc import settle_worker
 from ..world import current_world
 from .offsets import (
     IndexMismatchError,
@@ -216,6 +217,7 @@ class IndexedWebDataset:
     def _reader(self) -> RangeSource:
         if self._source is None or self._pid != os.getpid():
             # A forked worker must not share the parent's descriptors' positions or pins.
+            settle_worker()  # and its GC must not copy the parent's heap (see workerproc)
             self._source = RangeSource(
                 self.storage, check_size=self.check_size, verify_checksum=self.verify_checksum
             )
