@@ -26,12 +26,14 @@ _settled_pid = 0  # the process that has already been looked at (a fork gets a n
 
 
 def in_dataloader_worker() -> bool:
-    """Tell whether this process is a ``torch.utils.data`` DataLoader worker."""
-    if "torch" not in sys.modules:  # a DataLoader worker has torch imported
-        return False
-    import torch.utils.data
+    """Tell whether this process is a ``torch.utils.data`` DataLoader worker (imports nothing).
 
-    return torch.utils.data.get_worker_info() is not None
+    A DataLoader worker has ``torch.utils.data`` imported; anything else (torch absent, or
+    replaced by a stand-in module) is not a worker.
+    """
+    data = sys.modules.get("torch.utils.data")
+    get_worker_info = getattr(data, "get_worker_info", None)
+    return callable(get_worker_info) and get_worker_info() is not None
 
 
 def settle_worker() -> None:
