@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 import weakref
 from multiprocessing import context, sharedctypes
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
+
+from .world import dataloader_worker_info
 
 SLOTS = 1024  # DataLoader worker ids are < num_workers; far fewer than this in practice
 
 
 def _dataloader_worker() -> int | None:
     """The DataLoader worker id of this process, None outside DataLoader workers."""
-    if "torch" not in sys.modules:  # a DataLoader worker has torch imported
-        return None
-    try:
-        from torch.utils.data import get_worker_info
-    except ImportError:
-        return None
-    info = get_worker_info()
+    info = dataloader_worker_info()
     return None if info is None else int(info.id)
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
+
+from .world import dataloader_worker_info
 
 __all__ = ["in_dataloader_worker", "settle_worker"]
 
@@ -26,14 +27,8 @@ _settled_pid = 0  # the process that has already been looked at (a fork gets a n
 
 
 def in_dataloader_worker() -> bool:
-    """Tell whether this process is a ``torch.utils.data`` DataLoader worker (imports nothing).
-
-    A DataLoader worker has ``torch.utils.data`` imported; anything else (torch absent, or
-    replaced by a stand-in module) is not a worker.
-    """
-    data = sys.modules.get("torch.utils.data")
-    get_worker_info = getattr(data, "get_worker_info", None)
-    return callable(get_worker_info) and get_worker_info() is not None
+    """Tell whether this process is a ``torch.utils.data`` DataLoader worker (imports nothing)."""
+    return dataloader_worker_info() is not None
 
 
 def settle_worker() -> None:

@@ -14,6 +14,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -60,19 +61,20 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def dataloader_worker_info() -> Any:
+    """torch's ``get_worker_info()`` in a DataLoader worker, None elsewhere; imports nothing.
+
+    A DataLoader worker has ``torch.utils.data`` imported already, so a process without it
+    (torch not installed, not imported, or replaced by a stand-in) is not a worker.
+    """
+    get_worker_info = getattr(sys.modules.get("torch.utils.data"), "get_worker_info", None)
+    return get_worker_info() if callable(get_worker_info) else None
+
+
 def worker_info() -> tuple[int, int]:
     """``(worker, num_workers)`` inside a DataLoader worker, ``(0, 1)`` elsewhere."""
-    if "torch" not in sys.modules:  # a DataLoader worker has torch imported
-        return 0, 1
-    try:
-        import torch.utils.data
-
-        info = torch.utils.data.get_worker_info()
-        if info is not None:
-            return info.id, info.num_workers
-    except ImportError:
-        pass
-    return 0, 1
+    info = dataloader_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
 
 
 def current_world(epoch: int = 0, seed: int = 0) -> World:
